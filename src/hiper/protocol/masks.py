@@ -1,0 +1,280 @@
+"""Character spans of parsed blocks -> token spans, without decoding tokens one by one in Python.
+
+For byte-level BPE tokenizers (GPT-2/Qwen family) every vocabulary entry decodes to a fixed number of
+bytes, so a per-vocabulary byte-length table, one gather and one cumulative sum give the byte end of
+every response token for a whole batch at once; block boundaries (converted from characters to bytes)
+are then located with ``searchsorted``. Rows where that identity cannot hold (other tokenizer
+families, invalid UTF-8 such as a response cut mid-character) take an exact fallback that decodes
+prefixes of the row and measures how much of the response text each prefix reproduces.
+
+Assignment rule: a token belongs to a block when strictly more than half of its bytes (characters on
+the fallback path) lie inside the block, tags included. Blocks are disjoint, so each token belongs to
+at most one block and every block is a contiguous token range. Tokens in no block (whitespace
+between blocks, EOS, garbage of a malformed turn) are "other".
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from hiper.types import Decision
+
+BLOCKS = ("switch", "subgoal", "action", "think")
+BLOCK_INDEX = {b: i for i, b in enumerate(BLOCKS)}
+# label of a token: 0 = other, 1 + BLOCK_INDEX[block] otherwise
+OTHER = 0
+_ROW = np.int64(1) << 40  # row stride on the global offset axis (> any response length in bytes)
+
+
+@dataclass(frozen=True)
+class TokenSpans:
+    """Token-level view of a batch of N responses, flattened row after row.
+
+    ``spans[i, k] = (start, end)``: the half-open token range of block ``BLOCKS[k]`` in response i
+    ((0, 0) when absent). ``ends`` holds, per token, the end offset of that token in its row
+    (bytes on the fast path, characters on rows flagged in ``exact``); ``block_ends[i, k]`` is the end
+    of block k of row i in the same unit (-1 when absent). ``offsets[i]:offsets[i+1]`` are row i's
+    tokens in the flat arrays.
+    """
+
+    offsets: np.ndarray  # int64 [N+1]
+    spans: np.ndarray  # int64 [N, len(BLOCKS), 2]
+    ends: np.ndarray  # int64 [total]: per-row local end offset of each token
+    block_ends: np.ndarray  # int64 [N, len(BLOCKS)]
+    exact: np.ndarray  # bool [N]: row took the exact fallback
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def as_dicts(self) -> list[dict[str, tuple[int, int]]]:
+        """Per-row {block: (start, end)} for the blocks present (for records and the viewer)."""
+        out = []
+        for row in self.spans.tolist():
+            out.append({BLOCKS[k]: (s, e) for k, (s, e) in enumerate(row) if e > s})
+        return out
+
+    def labels(self) -> np.ndarray:
+        """int8 [total]: 0 for other tokens, 1 + block index for tokens of a block."""
+        return token_labels(self.offsets, self.spans)
+
+
+def token_labels(offsets: np.ndarray, spans: np.ndarray) -> np.ndarray:
+    lengths = np.diff(offsets)
+    row = np.repeat(np.arange(len(lengths)), lengths)
+    j = np.arange(offsets[-1]) - offsets[:-1][row]
+    lab = np.zeros(offsets[-1], np.int8)
+    for k in range(spans.shape[1]):
+        inside = (j >= spans[row, k, 0]) & (j < spans[row, k, 1])
+        lab[inside] = k + 1
+    return lab
+
+
+def _byte_level(tokenizer) -> bool:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return False
+    dec = json.loads(backend.to_str()).get("decoder") or {}
+    if dec.get("type") == "Sequence":
+        return any(d.get("type") == "ByteLevel" for d in dec.get("decoders", []))
+    return dec.get("type") == "ByteLevel"
+
+
+def byte_length_table(tokenizer, skip_special_tokens: bool = True) -> np.ndarray | None:
+    """int64 [vocab]: bytes each token id decodes to, or None if the tokenizer is not byte-level.
+
+    Byte-level vocabularies spell each byte as one printable character, so an entry's byte length
+    is its length in characters. Added tokens decode to their literal content (special ones to
+    nothing when ``skip_special_tokens``).
+    """
+    if not _byte_level(tokenizer):
+        return None
+    vocab = tokenizer.get_vocab()
+    size = max(max(vocab.values()) + 1, len(tokenizer))
+    table = np.zeros(size, np.int64)
+    for tok, i in vocab.items():
+        table[i] = len(tok)
+    for i, added in tokenizer.added_tokens_decoder.items():
+        special = added.special or i in tokenizer.all_special_ids
+        table[i] = 0 if (special and skip_special_tokens) else len(added.content.encode("utf-8"))
+    return table
+
+
+class TokenAligner:
+    """Maps block character spans to token spans for one tokenizer.
+
+    The response text must be ``tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)``,
+    as the engine produces it. ``exact=True`` forces the fallback for every row (the reference).
+    """
+
+    def __init__(self, tokenizer, skip_special_tokens: bool = True, exact: bool = False):
+        self.tokenizer = tokenizer
+        self.skip_special_tokens = skip_special_tokens
+        self.table = None if exact else byte_length_table(tokenizer, skip_special_tokens)
+
+    def align(
+        self,
+        ids: Sequence[np.ndarray | Sequence[int]],
+        texts: Sequence[str],
+        decisions: Sequence[Decision],
+    ) -> TokenSpans:
+        n = len(ids)
+        if not (len(texts) == len(decisions) == n):
+            raise ValueError(
+                f"align needs one text and one decision per response: got {n} id rows, "
+                f"{len(texts)} texts, {len(decisions)} decisions"
+            )
+        rows = [np.asarray(r, dtype=np.int64).reshape(-1) for r in ids]
+        lengths = np.fromiter((len(r) for r in rows), np.int64, n)
+        offsets = np.zeros(n + 1, np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        flat = np.concatenate(rows) if n else np.zeros(0, np.int64)
+        row_of = np.repeat(np.arange(n, dtype=np.int64), lengths)
+        nb = len(BLOCKS)
+        bstart = np.full((n, nb), -1, np.int64)
+        bend = np.full((n, nb), -1, np.int64)
+        exact = np.ones(n, bool)
+        if self.table is not None and flat.size:
+            if flat.min() < 0 or flat.max() >= len(self.table):
+                raise ValueError(
+                    f"token ids must lie in [0, {len(self.table)}) for this tokenizer, got range "
+                    f"[{flat.min()}, {flat.max()}]"
+                )
+            nbytes = self.table[flat]
+            cum = np.cumsum(nbytes)
+            row_total = np.zeros(n, np.int64)
+            has = lengths > 0
+            last_cum = cum[offsets[1:][has] - 1]
+            first_before = np.where(
+                offsets[:-1][has] > 0, cum[np.maximum(offsets[:-1][has] - 1, 0)], 0
+            )
+            row_total[has] = last_cum - first_before
+            base = np.zeros(n, np.int64)
+            base[has] = first_before
+            ends = cum - base[row_of]
+        else:
+            ends = np.zeros(flat.size, np.int64)
+            row_total = None
+        for i, (text, d) in enumerate(zip(texts, decisions, strict=True)):
+            ascii_text = text.isascii()
+            if row_total is not None:
+                size = len(text) if ascii_text else len(text.encode("utf-8", "surrogatepass"))
+                exact[i] = size != row_total[i] or (not ascii_text and "\ufffd" in text)
+            if exact[i]:
+                ends[offsets[i] : offsets[i + 1]] = self._char_ends(rows[i], text)
+            for name, (s, e) in d.spans.items():
+                k = BLOCK_INDEX.get(name)
+                if k is None:
+                    continue
+                if ascii_text or exact[i]:
+                    bstart[i, k], bend[i, k] = s, e
+                else:
+                    bstart[i, k] = len(text[:s].encode("utf-8", "surrogatepass"))
+                    bend[i, k] = bstart[i, k] + len(text[s:e].encode("utf-8", "surrogatepass"))
+        spans = _block_token_spans(ends, row_of, offsets, bstart, bend)
+        return TokenSpans(offsets, spans, ends, bend, exact)
+
+    def _char_ends(self, ids: np.ndarray, text: str) -> np.ndarray:
+        """Exact per-token end offsets (characters of ``text``) by decoding every prefix once."""
+        if ids.size == 0:
+            return np.zeros(0, np.int64)
+        prefixes = self.tokenizer.batch_decode(
+            [ids[: j + 1].tolist() for j in range(ids.size)],
+            skip_special_tokens=self.skip_special_tokens,
+            clean_up_tokenization_spaces=False,
+        )
+        out = np.empty(ids.size, np.int64)
+        best = 0
+        for j, p in enumerate(prefixes):
+            # how much of ``text`` this prefix reproduces (monotone: never moves backwards)
+            k = _common_prefix_len(p, text)
+            best = max(best, k)
+            out[j] = best
+        out[-1] = max(out[-1], len(text))
+        return out
+
+
+def _common_prefix_len(a: str, b: str) -> int:
+    n = min(len(a), len(b))
+    if a[:n] == b[:n]:
+        return n
+    lo, hi = 0, n  # a[:lo] == b[:lo], a[:hi] != b[:hi]
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def _block_token_spans(
+    ends: np.ndarray,
+    row_of: np.ndarray,
+    offsets: np.ndarray,
+    bstart: np.ndarray,
+    bend: np.ndarray,
+) -> np.ndarray:
+    """Vectorised majority rule: [N, blocks, 2] token spans from per-token local end offsets."""
+    n, nb = bstart.shape
+    spans = np.zeros((n, nb, 2), np.int64)
+    if ends.size == 0:
+        return spans
+    g_end = ends + row_of * _ROW  # globally non-decreasing
+    starts_local = np.empty_like(ends)
+    starts_local[:] = np.concatenate(([0], ends[:-1]))
+    starts_local[offsets[:-1][offsets[:-1] < offsets[1:]]] = 0
+    present = bend >= 0
+    row = np.broadcast_to(np.arange(n)[:, None], (n, nb))
+    lo = offsets[:-1][:, None]
+    hi = offsets[1:][:, None]
+    gs = bstart + row * _ROW
+    ge = bend + row * _ROW
+    # first token ending after the block start; first token reaching the block end
+    k0 = np.clip(np.searchsorted(g_end, gs, side="right"), lo, hi - 1)
+    k1 = np.clip(np.searchsorted(g_end, ge, side="left"), lo, hi - 1)
+    k0 = np.where(hi > lo, k0, lo)
+    k1 = np.where(hi > lo, k1, lo)
+
+    def majority(k: np.ndarray) -> np.ndarray:
+        if ends.size == 0:
+            return np.zeros(k.shape, bool)
+        kk = np.minimum(k, ends.size - 1)
+        s, e = starts_local[kk], ends[kk]
+        inside = np.minimum(e, bend) - np.maximum(s, bstart)
+        return 2 * inside > (e - s)
+
+    first = k0 + ~majority(k0)
+    last = k1 + majority(k1)  # exclusive end
+    ok = present & (hi > lo) & (last > first)
+    spans[..., 0] = np.where(ok, first - lo, 0)
+    spans[..., 1] = np.where(ok, last - lo, 0)
+    return spans
+
+
+def value_positions(ts: TokenSpans) -> dict[str, np.ndarray]:
+    """Response positions p (value read at the token before p) for each per-turn value.
+
+    ``start``: 0, before anything is generated (V^H, V^P, V^term). ``after_subgoal``: the first
+    position whose prefix holds the whole closing ``</subgoal>`` tag (V^L); falls back to after
+    ``</switch>``, else 0.
+    """
+    n = len(ts.offsets) - 1
+    after = np.zeros(n, np.int64)
+    lo = ts.offsets[:-1]
+    hi = ts.offsets[1:]
+    row = np.arange(n, dtype=np.int64)
+    lengths = hi - lo
+    row_of = np.repeat(row, lengths)
+    g_end = ts.ends + row_of * _ROW
+    for name in ("switch", "subgoal"):  # later wins
+        be = ts.block_ends[:, BLOCK_INDEX[name]]
+        ok = (be >= 0) & (lengths > 0)
+        k = np.searchsorted(g_end, be + row * _ROW, side="left")  # token holding the last byte
+        pos = np.minimum(k - lo + 1, lengths)
+        after = np.where(ok, pos, after)
+    return {"start": np.zeros(n, np.int64), "after_subgoal": after}

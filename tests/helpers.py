@@ -1,0 +1,62 @@
+"""Builders shared by the tests: Plan–Execute trajectories from compact specs."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hiper.protocol import parse
+from hiper.types import Trajectory, Turn
+
+
+def response(switch: str, subgoal: str, action: str) -> str:
+    return f"<switch>{switch}</switch>\n<subgoal>{subgoal}</subgoal>\n<action>{action}</action>"
+
+
+def trajectory(
+    switches: list[str],
+    rewards: list[float],
+    terminated: bool = True,
+    task_id: str = "task",
+    subgoals: list[str] | None = None,
+    observations: list[str] | None = None,
+    switch_probs: list[float] | None = None,
+    texts: list[str] | None = None,
+    success: bool = False,
+) -> Trajectory:
+    """A trajectory whose turn t writes ``switches[t]`` ("KEEP"/"SWITCH") and gets ``rewards[t]``."""
+    n = len(switches)
+    subgoals = subgoals or [f"goal {i}" for i in range(n)]
+    turns = []
+    for t in range(n):
+        text = texts[t] if texts else response(switches[t], subgoals[t], f"act {t}")
+        d = parse(text)
+        turns.append(
+            Turn(
+                observation=observations[t] if observations else f"{task_id} obs {t}",
+                response_text=text,
+                decision=d,
+                reward=rewards[t],
+                terminated=terminated and t == n - 1,
+                truncated=(not terminated) and t == n - 1,
+                switch_prob=switch_probs[t] if switch_probs else None,
+            )
+        )
+    return Trajectory(task_id=task_id, turns=turns, success=success)
+
+
+def random_trajectories(rng: np.random.Generator, n: int, max_len: int = 9) -> list[Trajectory]:
+    out = []
+    for i in range(n):
+        length = int(rng.integers(1, max_len + 1))
+        switches = ["SWITCH" if rng.random() < 0.4 else "KEEP" for _ in range(length)]
+        rewards = [float(x) for x in rng.normal(size=length).round(3)]
+        out.append(
+            trajectory(
+                switches,
+                rewards,
+                terminated=bool(rng.random() < 0.6),
+                task_id=f"t{i % 3}",
+                switch_probs=[float(p) for p in rng.uniform(0.05, 0.95, size=length)],
+            )
+        )
+    return out
