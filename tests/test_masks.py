@@ -104,7 +104,7 @@ def test_shared_tokens_follow_the_majority_rule():
     # V^L: the prefix must hold all of "</subgoal>", whose last byte is in token 5
     assert value_positions(ts)["after_subgoal"].tolist() == [6]
     # EOS (a skipped special token, 0 bytes) is "other"
-    assert ts.labels().tolist() == [1, 1, 1, 2, 2, 3, 3, 0]
+    assert ts.labels.tolist() == [1, 1, 1, 2, 2, 3, 3, 0]
 
 
 def test_exact_ties_go_to_no_block_and_small_blocks_can_vanish():
@@ -114,7 +114,7 @@ def test_exact_ties_go_to_no_block_and_small_blocks_can_vanish():
     text = "".join(pieces)
     ts = TokenAligner(tok).align([ids], [text], [parse(text)])
     assert ts.as_dicts()[0] == {"switch": (0, 1), "subgoal": (2, 3), "action": (3, 4)}
-    assert ts.labels().tolist() == [1, 0, 2, 3]
+    assert ts.labels.tolist() == [1, 0, 2, 3]
 
 
 def test_fast_path_matches_exact_path_on_every_family(tokenizers):

@@ -70,43 +70,51 @@ def build_layout(trajectories: Sequence[Trajectory], min_turns: int = 0) -> Turn
         raise ValueError("build_layout needs at least one trajectory, got an empty sequence")
     B = len(trajectories)
     T = max(max(len(tr.turns) for tr in trajectories), min_turns, 1)
-    mask = np.zeros((B, T), bool)
-    reward = np.zeros((B, T))
-    valid = np.zeros((B, T), bool)
-    boundary = np.zeros((B, T), bool)
-    keep_mismatch = np.zeros((B, T), bool)
-    switch_prob = np.full((B, T), np.nan)
-    state_id = np.full((B, T), -1, np.int64)
-    length = np.zeros(B, np.int64)
-    terminated = np.zeros(B, bool)
-    success = np.zeros(B, bool)
-    score = np.zeros(B)
-    group = np.zeros(B, np.int64)
+    length = np.fromiter((len(tr.turns) for tr in trajectories), np.int64, B)
+    if (length == 0).any():
+        b = int(np.argmin(length))
+        raise ValueError(f"trajectory {b} (task {trajectories[b].task_id!r}) has no turns")
+    mask = np.arange(T)[None, :] < length[:, None]
+    # gather flat per-turn lists in row-major order, then scatter once into [B, T]
+    reward_l, valid_l, boundary_l, mismatch_l, prob_l, state_l = [], [], [], [], [], []
     states: dict[str, int] = {}
     groups: dict[str, int] = {}
-    for b, tr in enumerate(trajectories):
-        if not tr.turns:
-            raise ValueError(f"trajectory {b} (task {tr.task_id!r}) has no turns")
-        n = len(tr.turns)
-        length[b] = n
-        terminated[b] = tr.turns[-1].terminated
-        success[b] = tr.success
-        score[b] = tr.score
-        group[b] = groups.setdefault(str(tr.group_id), len(groups))
+    for tr in trajectories:
         current: str | None = None
+        current_norm = ""
         for t, turn in enumerate(tr.turns):
             d = turn.decision
-            reward[b, t] = turn.reward
-            valid[b, t] = d.valid
+            reward_l.append(turn.reward)
+            valid_l.append(d.valid)
             q = is_boundary(d, t)
-            boundary[b, t] = q
-            if not q and d.subgoal is not None:
-                keep_mismatch[b, t] = normalize_subgoal(d.subgoal) != normalize_subgoal(current)
-            if turn.switch_prob is not None:
-                switch_prob[b, t] = turn.switch_prob
-            state_id[b, t] = states.setdefault(turn.observation, len(states))
-            current = next_subgoal(current, d, t)
-        mask[b, :n] = True
+            boundary_l.append(q)
+            sg = d.subgoal
+            mismatch_l.append(
+                not q and sg is not None and sg != current and normalize_subgoal(sg) != current_norm
+            )
+            prob_l.append(np.nan if turn.switch_prob is None else turn.switch_prob)
+            state_l.append(states.setdefault(turn.observation, len(states)))
+            nxt = next_subgoal(current, d, t)
+            if nxt is not current:
+                current, current_norm = nxt, normalize_subgoal(nxt)
+
+    def scatter(values: list, dtype, fill) -> np.ndarray:
+        out = np.full((B, T), fill, dtype)
+        out[mask] = np.asarray(values, dtype)
+        return out
+
+    reward = scatter(reward_l, np.float64, 0.0)
+    valid = scatter(valid_l, bool, False)
+    boundary = scatter(boundary_l, bool, False)
+    keep_mismatch = scatter(mismatch_l, bool, False)
+    switch_prob = scatter(prob_l, np.float64, np.nan)
+    state_id = scatter(state_l, np.int64, -1)
+    terminated = np.fromiter((tr.turns[-1].terminated for tr in trajectories), bool, B)
+    success = np.fromiter((tr.success for tr in trajectories), bool, B)
+    score = np.fromiter((tr.score for tr in trajectories), np.float64, B)
+    group = np.fromiter(
+        (groups.setdefault(str(tr.group_id), len(groups)) for tr in trajectories), np.int64, B
+    )
     return TurnLayout(
         mask=mask,
         reward=reward,

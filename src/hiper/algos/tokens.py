@@ -18,7 +18,7 @@ import numpy as np
 
 from hiper.algos.base import TurnAdvantages
 from hiper.algos.layout import TurnLayout
-from hiper.protocol.masks import BLOCK_INDEX, TokenSpans
+from hiper.protocol.masks import BLOCK_INDEX, BLOCKS, TokenSpans
 
 SWITCH_LABEL = 1 + BLOCK_INDEX["switch"]
 SUBGOAL_LABEL = 1 + BLOCK_INDEX["subgoal"]
@@ -53,19 +53,19 @@ def _rows(layout: TurnLayout, spans: TokenSpans) -> tuple[np.ndarray, np.ndarray
 
 def token_advantages(layout: TurnLayout, adv: TurnAdvantages, spans: TokenSpans) -> TokenAdvantages:
     bi, ti = _rows(layout, spans)
-    lengths = spans.lengths
-    lab = spans.labels()
-
-    def per_token(x: np.ndarray) -> np.ndarray:
-        return np.repeat(x[bi, ti], lengths)
-
-    is_sw = lab == SWITCH_LABEL
-    is_sg = lab == SUBGOAL_LABEL
-    a = np.where(
-        is_sw, per_token(adv.switch), np.where(is_sg, per_token(adv.subgoal), per_token(adv.action))
-    )
-    on = np.where(is_sw, per_token(adv.switch_on), np.where(is_sg, per_token(adv.subgoal_on), True))
-    return TokenAdvantages(spans.offsets, np.where(on, a, 0.0).astype(np.float32), on.astype(bool))
+    n = bi.size
+    # per turn, the advantage and the trained flag of each label: other, switch, subgoal, action, think
+    a_low = adv.action[bi, ti]
+    table = np.empty((n, 1 + len(BLOCKS)))
+    table[:] = a_low[:, None]
+    table[:, SWITCH_LABEL] = adv.switch[bi, ti]
+    table[:, SUBGOAL_LABEL] = adv.subgoal[bi, ti]
+    on = np.ones((n, 1 + len(BLOCKS)), bool)
+    on[:, SWITCH_LABEL] = adv.switch_on[bi, ti]
+    on[:, SUBGOAL_LABEL] = adv.subgoal_on[bi, ti]
+    table[~on] = 0.0
+    row, lab = spans.row_of, spans.labels
+    return TokenAdvantages(spans.offsets, table[row, lab].astype(np.float32), on[row, lab])
 
 
 def turn_value_targets(

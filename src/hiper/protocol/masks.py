@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
+from itertools import chain
 
 import numpy as np
 
@@ -27,7 +29,8 @@ BLOCKS = ("switch", "subgoal", "action", "think")
 BLOCK_INDEX = {b: i for i, b in enumerate(BLOCKS)}
 # label of a token: 0 = other, 1 + BLOCK_INDEX[block] otherwise
 OTHER = 0
-_ROW = np.int64(1) << 40  # row stride on the global offset axis (> any response length in bytes)
+_ROW = np.int64(1) << 40
+_ABSENT = (-1, -1)  # row stride on the global offset axis (> any response length in bytes)
 
 
 @dataclass(frozen=True)
@@ -58,20 +61,27 @@ class TokenSpans:
             out.append({BLOCKS[k]: (s, e) for k, (s, e) in enumerate(row) if e > s})
         return out
 
+    @cached_property
     def labels(self) -> np.ndarray:
         """int8 [total]: 0 for other tokens, 1 + block index for tokens of a block."""
         return token_labels(self.offsets, self.spans)
 
+    @cached_property
+    def row_of(self) -> np.ndarray:
+        """int64 [total]: the row each token belongs to."""
+        return np.repeat(np.arange(len(self.offsets) - 1, dtype=np.int64), self.lengths)
+
 
 def token_labels(offsets: np.ndarray, spans: np.ndarray) -> np.ndarray:
-    lengths = np.diff(offsets)
-    row = np.repeat(np.arange(len(lengths)), lengths)
-    j = np.arange(offsets[-1]) - offsets[:-1][row]
-    lab = np.zeros(offsets[-1], np.int8)
-    for k in range(spans.shape[1]):
-        inside = (j >= spans[row, k, 0]) & (j < spans[row, k, 1])
-        lab[inside] = k + 1
-    return lab
+    """Per-token block labels from disjoint block ranges, with one difference array + cumsum."""
+    total = int(offsets[-1])
+    n, nb = spans.shape[:2]
+    present = spans[..., 1] > spans[..., 0]
+    lo = offsets[:-1, None]
+    k = np.broadcast_to(np.arange(1, nb + 1, dtype=np.float64), (n, nb))[present]
+    up = np.bincount((lo + spans[..., 0])[present], weights=k, minlength=total + 1)
+    down = np.bincount((lo + spans[..., 1])[present], weights=k, minlength=total + 1)
+    return np.cumsum(up[:total] - down[:total]).astype(np.int8)
 
 
 def _byte_level(tokenizer) -> bool:
@@ -128,53 +138,52 @@ class TokenAligner:
                 f"align needs one text and one decision per response: got {n} id rows, "
                 f"{len(texts)} texts, {len(decisions)} decisions"
             )
-        rows = [np.asarray(r, dtype=np.int64).reshape(-1) for r in ids]
-        lengths = np.fromiter((len(r) for r in rows), np.int64, n)
+        lengths = np.fromiter((len(r) for r in ids), np.int64, n)
         offsets = np.zeros(n + 1, np.int64)
         np.cumsum(lengths, out=offsets[1:])
-        flat = np.concatenate(rows) if n else np.zeros(0, np.int64)
+        flat = np.concatenate(ids).astype(np.int64, copy=False) if n else np.zeros(0, np.int64)
+        if flat.ndim != 1:
+            raise ValueError("each row of token ids must be one-dimensional")
         row_of = np.repeat(np.arange(n, dtype=np.int64), lengths)
-        nb = len(BLOCKS)
-        bstart = np.full((n, nb), -1, np.int64)
-        bend = np.full((n, nb), -1, np.int64)
-        exact = np.ones(n, bool)
         if self.table is not None and flat.size:
             if flat.min() < 0 or flat.max() >= len(self.table):
                 raise ValueError(
                     f"token ids must lie in [0, {len(self.table)}) for this tokenizer, got range "
                     f"[{flat.min()}, {flat.max()}]"
                 )
-            nbytes = self.table[flat]
-            cum = np.cumsum(nbytes)
-            row_total = np.zeros(n, np.int64)
-            has = lengths > 0
-            last_cum = cum[offsets[1:][has] - 1]
-            first_before = np.where(
-                offsets[:-1][has] > 0, cum[np.maximum(offsets[:-1][has] - 1, 0)], 0
-            )
-            row_total[has] = last_cum - first_before
-            base = np.zeros(n, np.int64)
-            base[has] = first_before
-            ends = cum - base[row_of]
+            cum = np.cumsum(self.table[flat])
+            before = np.concatenate(([0], cum))[offsets]  # bytes before each row, and the total
+            row_total = np.diff(before)
+            ends = cum - before[:-1][row_of]
         else:
             ends = np.zeros(flat.size, np.int64)
             row_total = None
-        for i, (text, d) in enumerate(zip(texts, decisions, strict=True)):
-            ascii_text = text.isascii()
-            if row_total is not None:
-                size = len(text) if ascii_text else len(text.encode("utf-8", "surrogatepass"))
-                exact[i] = size != row_total[i] or (not ascii_text and "\ufffd" in text)
-            if exact[i]:
-                ends[offsets[i] : offsets[i + 1]] = self._char_ends(rows[i], text)
-            for name, (s, e) in d.spans.items():
-                k = BLOCK_INDEX.get(name)
-                if k is None:
-                    continue
-                if ascii_text or exact[i]:
-                    bstart[i, k], bend[i, k] = s, e
-                else:
-                    bstart[i, k] = len(text[:s].encode("utf-8", "surrogatepass"))
-                    bend[i, k] = bstart[i, k] + len(text[s:e].encode("utf-8", "surrogatepass"))
+        # character spans of every block, gathered column by column (absent: -1)
+        nb = len(BLOCKS)
+        bstart = np.full((n, nb), -1, np.int64)
+        bend = np.full((n, nb), -1, np.int64)
+        for k, name in enumerate(BLOCKS):
+            pairs = [d.spans.get(name, _ABSENT) for d in decisions]
+            if any(p is not _ABSENT for p in pairs):
+                cols = np.fromiter(chain.from_iterable(pairs), np.int64, 2 * n).reshape(n, 2)
+                bstart[:, k], bend[:, k] = cols[:, 0], cols[:, 1]
+        is_ascii = np.fromiter(map(str.isascii, texts), bool, n)
+        if row_total is None:
+            exact = np.ones(n, bool)
+        else:
+            # ASCII rows: characters are bytes; other rows: compare UTF-8 sizes, catch U+FFFD
+            exact = is_ascii & (np.fromiter(map(len, texts), np.int64, n) != row_total)
+            for i in np.flatnonzero(~is_ascii).tolist():
+                text = texts[i]
+                exact[i] = "\ufffd" in text or len(_utf8(text)) != row_total[i]
+                if not exact[i]:  # move this row's block spans from characters to bytes
+                    starts, stops = bstart[i].tolist(), bend[i].tolist()
+                    bstart[i] = [len(_utf8(text[:c])) if c >= 0 else -1 for c in starts]
+                    bend[i] = [len(_utf8(text[:c])) if c >= 0 else -1 for c in stops]
+        for i in np.flatnonzero(exact).tolist():
+            ends[offsets[i] : offsets[i + 1]] = self._char_ends(
+                flat[offsets[i] : offsets[i + 1]], texts[i]
+            )
         spans = _block_token_spans(ends, row_of, offsets, bstart, bend)
         return TokenSpans(offsets, spans, ends, bend, exact)
 
@@ -196,6 +205,10 @@ class TokenAligner:
             out[j] = best
         out[-1] = max(out[-1], len(text))
         return out
+
+
+def _utf8(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
 
 
 def _common_prefix_len(a: str, b: str) -> int:
