@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import typer
 
@@ -54,6 +56,310 @@ def parse(
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--format") from None
     typer.echo(json.dumps(asdict(decision), ensure_ascii=False, indent=2))
+
+
+@app.command()
+def play(
+    env: str = typer.Argument(..., metavar="ENV", help="Environment name, e.g. household."),
+    agent: str = typer.Option("human", "--agent", help="human | expert | random"),
+    task: str | None = typer.Option(None, "--task", help="Play this task id."),
+    seed: int | None = typer.Option(None, "--seed", help="First seed (then seed+1, ...)."),
+    episodes: int = typer.Option(1, "--episodes", min=1, help="Number of episodes."),
+    json_out: bool = typer.Option(
+        False, "--json", help="Run without printing steps and report JSON (expert/random)."
+    ),
+    split: str | None = typer.Option(None, "--split", help="Split option of the env."),
+    option: Annotated[
+        list[str] | None,
+        typer.Option("--option", "-o", help="Env option key=value (repeatable)."),
+    ] = None,
+) -> None:
+    """Play an environment as a person (Plan-Execute view), or watch the expert/random agent.
+
+    Without --task/--seed, an eval split runs its committed manifest, otherwise seeds 0..N-1
+    (a random task for a person).
+    """
+    import dataclasses
+    import random
+    import time
+
+    from hiper.envs import EnvStep, load_manifest, make_env
+    from hiper.envs.base import get_env_spec
+
+    if agent not in ("human", "expert", "random"):
+        raise typer.BadParameter(
+            f"unknown agent {agent!r}; expected human, expert or random", param_hint="--agent"
+        )
+    if json_out and agent == "human":
+        raise typer.BadParameter("--json needs --agent expert or random", param_hint="--json")
+    try:
+        spec = get_env_spec(env)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="ENV") from None
+    opts: dict[str, object] = {}
+    for item in option or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"expected key=value, got {item!r}", param_hint="--option")
+        opts[key.strip()] = _coerce_option(spec.options, key.strip(), value.strip())
+    if split is not None:
+        opts["split"] = split
+    try:
+        environment = make_env(env, **opts)
+    except (TypeError, ValueError) as e:
+        raise typer.BadParameter(str(e), param_hint="--option/--split") from None
+    if agent == "expert" and not hasattr(environment, "expert_turn"):
+        raise typer.BadParameter(f"environment {env!r} has no expert", param_hint="--agent")
+
+    # Which tasks: --task, --seed, the split's manifest, seeds 0..N-1, or random (a person).
+    tasks: list[tuple[str | None, int | None]]
+    if task is not None:
+        tasks = [(task, None)] * episodes
+    elif seed is not None:
+        tasks = [(None, seed + i) for i in range(episodes)]
+    else:
+        tasks = []
+        split_name = str(getattr(getattr(environment, "options", None), "split", ""))
+        if split_name.startswith("eval"):
+            try:
+                manifest = load_manifest(getattr(environment, "manifest_key", env), split_name)
+                tasks = [(tid, None) for tid in manifest.task_ids[:episodes]]
+            except ValueError:
+                tasks = []
+        if not tasks:
+            human = agent == "human"
+            tasks = [(None, None if human else i) for i in range(episodes)]
+
+    if tasks[0] != (None, None):  # a bad --task or --seed is a usage error, not a traceback
+        try:
+            environment.reset(task_id=tasks[0][0], seed=tasks[0][1])
+        except ValueError as e:
+            environment.close()
+            raise typer.BadParameter(str(e), param_hint="--task/--seed") from None
+    rng = random.Random(seed if seed is not None else 0)
+
+    def choose(result: EnvStep, subgoal: str | None) -> tuple[str, str, str]:
+        """The next (switch, subgoal, action) of the expert or random agent."""
+        if agent == "expert":
+            turn = environment.expert_turn()
+            return turn.switch, turn.subgoal, turn.action
+        action = rng.choice(result.admissible) if result.admissible else "look"
+        return ("SWITCH" if subgoal is None else "KEEP"), "act randomly", action
+
+    try:
+        if agent == "human":
+            _play_human(environment, tasks)
+        elif json_out:
+            per_type: dict[str, list[bool]] = {}
+            steps = 0
+            env_time = 0.0
+            start = time.perf_counter()
+            for tid, s in tasks:
+                result = environment.reset(task_id=tid, seed=s)
+                subgoal = None
+                while not result.done:
+                    _, subgoal, action = choose(result, subgoal)
+                    t0 = time.perf_counter()
+                    result = environment.step(action)
+                    env_time += time.perf_counter() - t0
+                    steps += 1
+                per_type.setdefault(str(result.info.get("task_type", "")), []).append(
+                    bool(result.info.get("won"))
+                )
+            wall = time.perf_counter() - start
+            wins = [w for ws in per_type.values() for w in ws]
+            env_options = getattr(environment, "options", None)
+            options_report = (
+                dataclasses.asdict(env_options) if dataclasses.is_dataclass(env_options) else opts
+            )
+            report = {
+                "env": env,
+                "agent": agent,
+                "options": options_report,
+                "episodes": len(wins),
+                "success_rate": sum(wins) / len(wins),
+                "steps": steps,
+                "mean_steps": steps / len(wins),
+                "wall_s": round(wall, 4),
+                "steps_per_s": round(steps / wall, 1) if wall > 0 else None,
+                "env_steps_per_s": round(steps / env_time, 1) if env_time > 0 else None,
+                "per_task_type": {
+                    k: {"episodes": len(v), "success_rate": sum(v) / len(v)}
+                    for k, v in sorted(per_type.items())
+                },
+            }
+            typer.echo(json.dumps(report, indent=2, default=str))
+        else:
+            _play_watch(environment, tasks, choose)
+    finally:
+        environment.close()
+
+
+def _coerce_option(options_cls: type, key: str, text: str) -> object:
+    """Turn ``text`` into the type of field ``key`` of ``options_cls`` (else leave it as text,
+    for the options' own validation to reject with a clear message)."""
+    import types
+    import typing
+
+    try:
+        hints = typing.get_type_hints(options_cls)
+    except Exception:
+        return text
+
+    def coerce(tp: object, text: str) -> object:
+        origin, args = typing.get_origin(tp), typing.get_args(tp)
+        if origin in (typing.Union, types.UnionType):
+            if type(None) in args and text.lower() in ("none", "null"):
+                return None
+            for arg in args:
+                if arg is not type(None):
+                    try:
+                        return coerce(arg, text)
+                    except ValueError:
+                        continue
+            return text
+        if tp is bool:
+            lowered = text.lower()
+            if lowered in ("true", "1", "yes", "on"):
+                return True
+            if lowered in ("false", "0", "no", "off"):
+                return False
+            raise ValueError(text)
+        if tp in (int, float):
+            return tp(text)  # type: ignore[operator]
+        if origin in (tuple, list):
+            elem = args[0] if args else str
+            return tuple(coerce(elem, part.strip()) for part in text.split(",") if part.strip())
+        return text
+
+    if key not in hints:
+        return text
+    try:
+        return coerce(hints[key], text)
+    except ValueError:
+        return text
+
+
+_PlayTasks = list[tuple[str | None, int | None]]  # (task id, seed) per episode
+
+
+def _play_watch(
+    environment: Any, tasks: _PlayTasks, choose: Callable[..., tuple[str, str, str]]
+) -> None:
+    """Print every step of an expert/random agent."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = Console(highlight=False)
+    wins = 0
+    for tid, s in tasks:
+        result = environment.reset(task_id=tid, seed=s)
+        info = result.info
+        console.rule(f"[bold]{escape(str(info.get('task_id', '')))}")
+        console.print(escape(result.observation))
+        subgoal = None
+        t = 0
+        while not result.done:
+            switch, subgoal, action = choose(result, subgoal)
+            result = environment.step(action)
+            t += 1
+            style = "bold magenta" if switch == "SWITCH" else "dim"
+            console.print(
+                f"[cyan]{t:3d}[/] [{style}]{switch:6s}[/] [green]{escape(subgoal)}[/] "
+                f"[bold]> {escape(action)}[/]"
+            )
+            console.print(f"    {escape(result.observation)}")
+        won = bool(result.info.get("won"))
+        wins += won
+        verdict = (
+            "[bold green]WON"
+            if won
+            else "[bold red]LOST (" + escape(str(result.info.get("truncation", "failed"))) + ")"
+        )
+        console.print(f"{verdict}[/] in {t} steps")
+    if len(tasks) > 1:
+        console.print(f"success: {wins}/{len(tasks)}")
+
+
+def _play_human(environment: Any, tasks: _PlayTasks) -> None:
+    """The interactive Plan-Execute loop for a person."""
+    from rich.columns import Columns
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.panel import Panel
+
+    console = Console(highlight=False)
+    help_text = (
+        "Type an action number or text; [bold]subgoal: TEXT[/] sets a new subgoal (SWITCH); "
+        "[bold]hint[/] asks the expert; [bold]quit[/] exits."
+    )
+    for tid, s in tasks:
+        result = environment.reset(task_id=tid, seed=s)
+        info = result.info
+        console.rule(f"[bold]{escape(str(info.get('task_id', '')))}")
+        console.print(Panel(escape(str(info.get("task", ""))), title="Task", border_style="blue"))
+        console.print(help_text)
+        subgoal: str | None = None
+        switch_next = True
+        t = 0
+        while not result.done:
+            limit = info.get("max_steps", "?")
+            console.print(
+                Panel(escape(result.observation), title=f"Step {t}/{limit}", border_style="cyan")
+            )
+            console.print(f"[bold]Current subgoal:[/] {escape(subgoal or 'None')}")
+            items = [f"[yellow]{i:2d}[/] {escape(a)}" for i, a in enumerate(result.admissible, 1)]
+            console.print(Columns(items, column_first=True, padding=(0, 3)))
+            while True:
+                try:
+                    text = console.input("[bold]action> [/]").strip()
+                except (EOFError, KeyboardInterrupt):
+                    console.print("\nbye")
+                    return
+                lowered = text.lower()
+                if not text:
+                    continue
+                if lowered in ("quit", "exit", "q"):
+                    console.print("bye")
+                    return
+                if lowered.startswith("subgoal:"):
+                    new = text.split(":", 1)[1].strip()
+                    if new:
+                        subgoal, switch_next = new, True
+                        console.print(f"[magenta]subgoal set:[/] {escape(new)}")
+                    continue
+                if lowered == "hint":
+                    if hasattr(environment, "expert_turn"):
+                        turn = environment.expert_turn(subgoal)
+                        console.print(
+                            f"[dim]expert:[/] {turn.switch} | {escape(turn.subgoal)} | "
+                            f"{escape(turn.action)}"
+                        )
+                    else:
+                        console.print("[dim]no expert for this environment[/]")
+                    continue
+                if text.isdigit():
+                    index = int(text)
+                    if not 1 <= index <= len(result.admissible):
+                        console.print(f"[red]no action number {index}[/]")
+                        continue
+                    text = result.admissible[index - 1]
+                break
+            switch = "SWITCH" if switch_next or subgoal is None else "KEEP"
+            console.print(
+                f"[dim]<switch>{switch}</switch><subgoal>{escape(subgoal or 'None')}</subgoal>"
+                f"<action>{escape(text)}</action>[/]"
+            )
+            switch_next = False
+            result = environment.step(text)
+            info = result.info
+            t += 1
+        console.print(Panel(escape(result.observation), title=f"Step {t}", border_style="cyan"))
+        if result.info.get("won"):
+            console.print(f"[bold green]You won in {t} steps![/]")
+        else:
+            reason = escape(str(result.info.get("truncation", "failed")))
+            console.print(f"[bold red]Episode over ({reason}) after {t} steps.[/]")
 
 
 if __name__ == "__main__":
