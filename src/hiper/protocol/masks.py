@@ -235,37 +235,29 @@ def _block_token_spans(
     """Vectorised majority rule: [N, blocks, 2] token spans from per-token local end offsets."""
     n, nb = bstart.shape
     spans = np.zeros((n, nb, 2), np.int64)
-    if ends.size == 0:
+    lo_row, hi_row = offsets[:-1], offsets[1:]
+    # only blocks that exist, in rows that have tokens
+    r, k = np.nonzero((bend >= 0) & (hi_row > lo_row)[:, None])
+    if r.size == 0:
         return spans
+    bs, be = bstart[r, k], bend[r, k]
+    lo, hi = lo_row[r], hi_row[r]
     g_end = ends + row_of * _ROW  # globally non-decreasing
-    starts_local = np.empty_like(ends)
-    starts_local[:] = np.concatenate(([0], ends[:-1]))
-    starts_local[offsets[:-1][offsets[:-1] < offsets[1:]]] = 0
-    present = bend >= 0
-    row = np.broadcast_to(np.arange(n)[:, None], (n, nb))
-    lo = offsets[:-1][:, None]
-    hi = offsets[1:][:, None]
-    gs = bstart + row * _ROW
-    ge = bend + row * _ROW
+    starts_local = np.concatenate(([0], ends[:-1]))
+    starts_local[lo_row[hi_row > lo_row]] = 0
     # first token ending after the block start; first token reaching the block end
-    k0 = np.clip(np.searchsorted(g_end, gs, side="right"), lo, hi - 1)
-    k1 = np.clip(np.searchsorted(g_end, ge, side="left"), lo, hi - 1)
-    k0 = np.where(hi > lo, k0, lo)
-    k1 = np.where(hi > lo, k1, lo)
+    k0 = np.clip(np.searchsorted(g_end, bs + r * _ROW, side="right"), lo, hi - 1)
+    k1 = np.clip(np.searchsorted(g_end, be + r * _ROW, side="left"), lo, hi - 1)
 
-    def majority(k: np.ndarray) -> np.ndarray:
-        if ends.size == 0:
-            return np.zeros(k.shape, bool)
-        kk = np.minimum(k, ends.size - 1)
-        s, e = starts_local[kk], ends[kk]
-        inside = np.minimum(e, bend) - np.maximum(s, bstart)
-        return 2 * inside > (e - s)
+    def majority(j: np.ndarray) -> np.ndarray:
+        s, e = starts_local[j], ends[j]
+        return 2 * (np.minimum(e, be) - np.maximum(s, bs)) > (e - s)
 
     first = k0 + ~majority(k0)
     last = k1 + majority(k1)  # exclusive end
-    ok = present & (hi > lo) & (last > first)
-    spans[..., 0] = np.where(ok, first - lo, 0)
-    spans[..., 1] = np.where(ok, last - lo, 0)
+    ok = last > first
+    spans[r, k, 0] = np.where(ok, first - lo, 0)
+    spans[r, k, 1] = np.where(ok, last - lo, 0)
     return spans
 
 
