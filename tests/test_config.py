@@ -1,0 +1,84 @@
+"""Typed configs: strict keys, type coercion, dotted overrides, clear errors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pytest
+
+from hiper.algos.hae import HAEConfig
+from hiper.config import ConfigError, apply_overrides, from_dict, load_yaml, to_dict
+
+
+@dataclass(frozen=True)
+class Inner:
+    lr: float = 1e-3
+    mode: Literal["a", "b"] = "a"
+    layers: tuple[int, ...] = (1, 2)
+
+
+@dataclass(frozen=True)
+class Outer:
+    name: str = "x"
+    steps: int = 3
+    path: str | None = None
+    inner: Inner = field(default_factory=Inner)
+    hae: HAEConfig = field(default_factory=HAEConfig)
+
+
+def test_builds_nested_dataclasses_with_defaults_and_coercion():
+    cfg = from_dict(
+        Outer, {"steps": 5, "inner": {"lr": 1, "layers": [3, 4]}, "hae": {"lam_high": 0.9}}
+    )
+    assert cfg.steps == 5 and cfg.inner.lr == 1.0 and isinstance(cfg.inner.lr, float)
+    assert cfg.inner.layers == (3, 4) and cfg.hae.lam_high == 0.9 and cfg.hae.gamma == 1.0
+    assert from_dict(Outer, to_dict(cfg)) == cfg  # round trip
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"stepz": 1}, r"unknown key\(s\) \['stepz'\]"),
+        ({"inner": {"lrr": 1}}, r"\['inner.lrr'\]"),
+        ({"steps": "many"}, r"steps: expected an integer, got 'many'"),
+        ({"steps": True}, r"steps: expected an integer"),
+        ({"inner": {"mode": "c"}}, r"inner.mode: expected one of \['a', 'b'\], got 'c'"),
+        ({"inner": {"layers": "12"}}, r"inner.layers: expected a list"),
+        ({"inner": {"layers": [1, "x"]}}, r"inner.layers\[1\]: expected an integer"),
+        ({"hae": {"lam_low": 2.0}}, r"hae: lam_low must be in \[0, 1\], got 2.0"),
+        ({"inner": 3}, r"inner: expected a mapping"),
+    ],
+)
+def test_errors_name_the_dotted_path(data, message):
+    with pytest.raises(ConfigError, match=message):
+        from_dict(Outer, data)
+
+
+def test_overrides_parse_values_as_yaml():
+    data = apply_overrides(
+        {"inner": {"lr": 0.1}}, ["inner.lr=2e-5", "steps=7", "path=null", "new.deep.key=[1, 2]"]
+    )
+    assert data == {
+        "inner": {"lr": 2e-5},
+        "steps": 7,
+        "path": None,
+        "new": {"deep": {"key": [1, 2]}},
+    }
+    with pytest.raises(ConfigError, match="not of the form"):
+        apply_overrides({}, ["novalue"])
+    with pytest.raises(ConfigError, match="'steps' is not a section"):
+        apply_overrides({"steps": 3}, ["steps.x=1"])
+
+
+def test_load_yaml_errors(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_yaml(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_yaml(bad)
+    lst = tmp_path / "list.yaml"
+    lst.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping at the top level"):
+        load_yaml(lst)
