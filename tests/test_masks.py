@@ -242,5 +242,8 @@ def test_empty_and_mismatched_inputs():
     assert value_positions(ts)["after_subgoal"].tolist() == [0]
     with pytest.raises(ValueError, match="one text and one decision"):
         TokenAligner(tok).align([ids], [], [])
-    with pytest.raises(ValueError, match="token ids must lie in"):
-        TokenAligner(tok).align([[10**6]], ["x"], [parse("x")])
+    with pytest.raises(ValueError, match="token ids must be >= 0"):
+        TokenAligner(tok).align([[-1]], ["x"], [parse("x")])
+    # ids past the tokenizer's vocabulary (padded embedding rows) decode to nothing
+    ts = TokenAligner(tok).align([[*ids, 10**5]], ["<action>a</action>"], [parse("<action>a</action>")])
+    assert not ts.exact[0] and ts.as_dicts()[0] == {"action": (0, 1)}

@@ -195,6 +195,110 @@ def play(
         environment.close()
 
 
+@app.command()
+def train(
+    config: Annotated[str, typer.Argument(help="A preset YAML, e.g. configs/quickstart.yaml.")],
+    overrides: Annotated[
+        list[str] | None, typer.Argument(help="Dotted overrides: ppo.actor_lr=1e-5 iterations=30")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue the run from its latest checkpoint.")
+    ] = False,
+) -> None:
+    """Run the HiPER pipeline: (tiny model) -> SFT warm start -> PPO with HAE -> evaluation."""
+    from hiper.config import ConfigError
+    from hiper.train.config import load_train_config
+    from hiper.train.progress import RunDisplay
+
+    try:
+        cfg = load_train_config(config, overrides or [])
+    except ConfigError as e:
+        raise typer.BadParameter(str(e), param_hint="CONFIG") from None
+    from transformers.utils import logging as hf_logging
+
+    from hiper.train.loop import Trainer
+
+    hf_logging.disable_progress_bar()
+
+    with RunDisplay(cfg) as display:
+        try:
+            summary = Trainer(cfg, resume=resume, progress=display.update).run()
+        except (FileExistsError, FileNotFoundError, ValueError) as e:
+            display.console.print(f"[red]error:[/red] {e}")
+            raise typer.Exit(1) from None
+    typer.echo(json.dumps({k: v for k, v in summary.items() if k != "last"}, indent=1))
+
+
+@app.command("eval")
+def evaluate(
+    model: Annotated[str, typer.Option(help="A model folder, a saved policy or a run directory.")],
+    env: Annotated[str, typer.Option(help="Environment name.")] = "household",
+    split: Annotated[str, typer.Option(help="Split (its fixed task manifest is played).")] = (
+        "eval_out_of_distribution"
+    ),
+    manifest: Annotated[str | None, typer.Option(help="Manifest name if not the split.")] = None,
+    seeds: Annotated[int, typer.Option(help="Sampling seeds (mean +- std).")] = 3,
+    greedy: Annotated[bool, typer.Option(help="Greedy decoding instead of sampling.")] = False,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.4,
+    tasks: Annotated[int | None, typer.Option(help="Only the first N manifest tasks.")] = None,
+    max_turns: Annotated[int, typer.Option(help="Turn limit per episode.")] = 50,
+    max_new_tokens: Annotated[int, typer.Option(help="Response token limit.")] = 128,
+    option: Annotated[list[str] | None, typer.Option(help="Environment option key=value.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
+) -> None:
+    """Evaluate any model on an environment's fixed task manifest (paper-table layout)."""
+    import dataclasses
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from hiper.envs.base import get_env_spec
+    from hiper.eval import evaluate_policy, manifest_task_ids, resolve_model
+    from hiper.models.policy import load_policy
+
+    try:
+        spec = get_env_spec(env)
+        opts: dict[str, Any] = {}
+        for kv in option or []:
+            key, sep, value = kv.partition("=")
+            if not sep:
+                raise ValueError(f"--option {kv!r} is not of the form key=value")
+            opts[key] = _coerce_option(spec.options, key, value)
+        if "split" in {f.name for f in dataclasses.fields(spec.options)}:
+            opts["split"] = split
+        ids = manifest_task_ids(env, manifest or split, tasks)
+        policy = load_policy(resolve_model(model))
+    except (ValueError, FileNotFoundError) as e:
+        raise typer.BadParameter(str(e)) from None
+    report = evaluate_policy(
+        policy,
+        env,
+        ids,
+        options=opts,
+        split=split,
+        seeds=seeds,
+        greedy=greedy,
+        temperature=temperature,
+        max_turns=max_turns,
+        max_new_tokens=max_new_tokens,
+    )
+    data = report.to_dict()
+    if json_out:
+        typer.echo(json.dumps(data, indent=1))
+        return
+    table = Table(title=f"{env} / {split}: {len(ids)} tasks x {seeds} seed(s)")
+    for col in ("task type", "episodes", "success %", "score"):
+        table.add_column(col, justify="right" if col != "task type" else "left")
+    for k, v in sorted(data["results"].items(), key=lambda kv: (kv[0] == "all", kv[0])):
+        table.add_row(
+            k,
+            str(v["episodes"]),
+            f"{100 * v['success_mean']:.1f} ± {100 * v['success_std']:.1f}",
+            f"{v['score_mean']:.3f} ± {v['score_std']:.3f}",
+        )
+    Console().print(table)
+
+
 def _coerce_option(options_cls: type, key: str, text: str) -> object:
     """Turn ``text`` into the type of field ``key`` of ``options_cls`` (else leave it as text,
     for the options' own validation to reject with a clear message)."""

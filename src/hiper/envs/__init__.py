@@ -1,6 +1,10 @@
 """Text environments: the protocol, the registry, task manifests and the built-in worlds."""
 
-from hiper.envs import household  # noqa: F401  (registers the built-in "household" env)
+import hiper.envs.alfworld  # noqa: F401  (registers the "alfworld" env)
+from hiper.envs import (
+    household,  # noqa: F401  (registers the built-in "household" env)
+    webshop,  # noqa: F401  (registers the "webshop" env)
+)
 from hiper.envs.base import (
     ENVS,
     EnvStep,

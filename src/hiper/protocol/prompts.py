@@ -64,7 +64,14 @@ ADMISSIBLE_ITEM = "- {action}"
 
 # --- what the <action> block must contain ------------------------------------------------------
 
-ACTION_RULE_WITH_LIST = "exactly one of the admissible actions listed above, copied verbatim."
+ACTION_RULE_WITH_LIST = {
+    "household": "exactly one of the admissible actions listed above, copied verbatim.",
+    "webshop": (
+        "exactly one of the admissible actions listed above, copied verbatim; for "
+        "search[<your query>] write your own keywords in place of <your query> (search is only "
+        "available on the search page)."
+    ),
+}
 
 ACTION_RULE_WITHOUT_LIST = {
     "household": "exactly one household command, such as 'go to desk 1', written verbatim.",
@@ -165,7 +172,7 @@ def build_prompt(
     if admissible:
         items = [ADMISSIBLE_ITEM.format(action=action) for action in admissible]
         sections.append("\n".join([ADMISSIBLE_HEADER, *items]))
-        action_rule = ACTION_RULE_WITH_LIST
+        action_rule = ACTION_RULE_WITH_LIST[family]
     else:
         action_rule = ACTION_RULE_WITHOUT_LIST[family]
 

@@ -1,0 +1,139 @@
+"""Evaluation on an environment's fixed task manifest, reported like the paper's tables:
+mean +- std over sampling seeds of success (and score), overall and per task type."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hiper.engines.hf import HFEngine, chat_prompt_ids
+from hiper.envs.base import load_manifest, make_env
+from hiper.envs.pool import EnvPool
+from hiper.rollout import RolloutConfig, Task, rollout
+from hiper.types import Trajectory
+
+
+@dataclass
+class EvalReport:
+    env: str
+    split: str
+    tasks: int
+    seeds: list[int]
+    greedy: bool
+    temperature: float
+    runs: list[list[Trajectory]] = field(default_factory=list)
+
+    def _per_seed(self, key) -> dict[str, list[float]]:
+        out: dict[str, list[float]] = {}
+        for trajs in self.runs:
+            groups: dict[str, list[float]] = {"all": []}
+            for tr in trajs:
+                v = float(key(tr))
+                groups["all"].append(v)
+                if tr.task_type:
+                    groups.setdefault(tr.task_type, []).append(v)
+            for k, vs in groups.items():
+                out.setdefault(k, []).append(float(np.mean(vs)) if vs else 0.0)
+        return out
+
+    def table(self) -> dict[str, dict[str, float]]:
+        """{task type or "all": {success_mean, success_std, score_mean, score_std, episodes}}."""
+        succ = self._per_seed(lambda tr: tr.success)
+        score = self._per_seed(lambda tr: tr.score)
+        counts: dict[str, int] = {"all": len(self.runs[0]) if self.runs else 0}
+        for tr in self.runs[0] if self.runs else []:
+            if tr.task_type:
+                counts[tr.task_type] = counts.get(tr.task_type, 0) + 1
+        return {
+            k: {
+                "success_mean": float(np.mean(v)),
+                "success_std": float(np.std(v)),
+                "score_mean": float(np.mean(score[k])),
+                "score_std": float(np.std(score[k])),
+                "episodes": counts.get(k, 0),
+            }
+            for k, v in succ.items()
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "env": self.env,
+            "split": self.split,
+            "tasks": self.tasks,
+            "seeds": self.seeds,
+            "greedy": self.greedy,
+            "temperature": self.temperature,
+            "results": self.table(),
+        }
+
+
+def manifest_task_ids(env: str, manifest: str, limit: int | None = None) -> list[str]:
+    ids = list(load_manifest(env, manifest).task_ids)
+    return ids[:limit] if limit else ids
+
+
+def evaluate_policy(
+    policy,
+    env: str,
+    task_ids: list[str],
+    *,
+    options: dict[str, Any] | None = None,
+    split: str = "",
+    seeds: int = 1,
+    greedy: bool = True,
+    temperature: float = 0.4,
+    max_turns: int = 50,
+    max_new_tokens: int = 64,
+    history_len: int = 2,
+    format: str = "plan_execute",
+    workers: int = 16,
+    backend: str = "inprocess",
+    pool: EnvPool | None = None,
+) -> EvalReport:
+    """Play every task of ``task_ids`` once per seed with ``policy`` (a ``PolicyModel``)."""
+    if seeds < 1:
+        raise ValueError(f"seeds must be >= 1, got {seeds}")
+    options = dict(options or {})
+    family = make_env(env, **options).family
+    engine = HFEngine(
+        policy.lm, policy.tokenizer, max_new_tokens=max_new_tokens, temperature=temperature
+    )
+    own = pool is None
+    pool = pool or EnvPool(
+        env, min(workers, max(len(task_ids), 1)), backend=backend, options=options
+    )
+    report = EvalReport(env, split, len(task_ids), list(range(seeds)), greedy, temperature)
+    try:
+        policy.eval()
+        for s in range(seeds):
+            calls = iter(range(10**9))
+            trajs = rollout(
+                pool,
+                lambda p, s=s, calls=calls: engine.generate(
+                    p, greedy=greedy, seed=10_000 + s * 100_003 + next(calls)
+                ),
+                lambda text: chat_prompt_ids(policy.tokenizer, text),
+                [Task(task_id=t) for t in task_ids],
+                family,
+                RolloutConfig(max_turns=max_turns, history_len=history_len, format=format),
+            )
+            report.runs.append(trajs)
+    finally:
+        if own:
+            pool.close()
+    return report
+
+
+def resolve_model(path: str | Path) -> Path:
+    """A model folder, a saved policy, or a run directory (its latest checkpoint's policy)."""
+    p = Path(path)
+    if (p / "checkpoints").is_dir():
+        from hiper.train.checkpoint import load_checkpoint
+
+        return Path(load_checkpoint(p).policy_dir)
+    if not p.exists():
+        raise FileNotFoundError(f"model path {str(p)!r} does not exist")
+    return p

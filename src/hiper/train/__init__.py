@@ -1,0 +1,1 @@
+"""Training: the PPO batch (rows = turns), the loss functions, the PPO update and SFT warm-up."""

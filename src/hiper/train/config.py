@@ -1,0 +1,161 @@
+"""The typed configuration of a training run (``hiper train CONFIG [key=value ...]``).
+
+Every field is documented here; YAML presets in ``configs/`` set what differs from these defaults.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from hiper.algos.base import get_estimator
+from hiper.algos.shaping import ShapingConfig
+from hiper.config import ConfigError, apply_overrides, from_dict, load_yaml
+from hiper.models.policy import LoraSettings
+from hiper.train.ppo import PPOConfig
+
+
+@dataclass(frozen=True)
+class TinyModelConfig:
+    """Built on the fly when ``model.path`` is null: a tokenizer fitted to household expert demos
+    and a small Qwen2 model, saved under ``<run_dir>/base_model`` with ``save_pretrained``."""
+
+    vocab_size: int = 1024
+    hidden_size: int = 128
+    num_layers: int = 2
+    num_heads: int = 4
+    corpus_episodes: int = 200
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    path: str | None = None  # local Hugging Face model folder; null: build the tiny model
+    tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+    lora: LoraSettings | None = None
+    critic: Literal["shared", "separate"] = "shared"  # paper: shared; original code: separate
+    critic_path: str | None = None  # separate critic's base model (default: path)
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    name: str = "household"
+    options: dict[str, Any] = field(default_factory=dict)  # the environment's typed options
+    train_split: str = "train"
+    eval_split: str = "eval_out_of_distribution"  # evaluated on its fixed task manifest
+    eval_manifest: str | None = None  # manifest name when it differs from eval_split
+    backend: Literal["inprocess", "subprocess", "ray"] = "inprocess"
+    workers: int = 16  # environments stepped together (one generation batch)
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+
+
+@dataclass(frozen=True)
+class RolloutSection:
+    tasks_per_iteration: int = 16  # distinct tasks per iteration
+    group_size: int = 1  # rollouts per task (GRPO/RLOO/GiGPO need > 1)
+    max_turns: int = 50
+    history_len: int = 2
+    format: Literal["plan_execute", "react"] = "plan_execute"
+    max_new_tokens: int = 64
+    temperature: float = 1.0
+    top_p: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("tasks_per_iteration", "group_size", "max_turns", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+
+
+@dataclass(frozen=True)
+class SFTConfig:
+    episodes: int = 0  # expert episodes for the warm start; 0 skips SFT
+    noise: float = 0.0  # probability of executing a random action (the target stays the expert's)
+    epochs: int = 1
+    batch_rows: int = 32  # examples per optimiser step
+    micro_batch_rows: int | None = 8
+    lr: float = 1e-3
+    seed: int = 1000  # episode seeds seed .. seed + episodes - 1 (disjoint from RL task seeds)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.noise <= 1.0:
+            raise ValueError(f"noise must be in [0, 1], got {self.noise}")
+        if self.episodes < 0 or self.epochs < 0 or self.batch_rows < 1:
+            raise ValueError("episodes and epochs must be >= 0 and batch_rows >= 1")
+
+
+@dataclass(frozen=True)
+class AlgoConfig:
+    estimator: str = "hae"  # any registered estimator: hae gae grpo rloo reinforce_pp gigpo
+    config: dict[str, Any] = field(default_factory=dict)  # the estimator's own config fields
+    shaping: ShapingConfig = field(default_factory=ShapingConfig)
+
+    def __post_init__(self) -> None:
+        try:
+            spec = get_estimator(self.estimator)
+        except ValueError as e:
+            raise ConfigError(f"algo.estimator: {e}") from None
+        from_dict(spec.config, self.config, "algo.config")
+
+    @property
+    def estimator_config(self) -> Any:
+        return from_dict(get_estimator(self.estimator).config, self.config, "algo.config")
+
+    @property
+    def heads(self) -> tuple[str, ...]:
+        """The value heads the estimator reads (none for critic-free estimators)."""
+        if not get_estimator(self.estimator).needs_values:
+            return ("high",)
+        if self.estimator == "hae" and self.estimator_config.switch_advantage == "segment_return":
+            return ("high", "low", "term")
+        return ("high", "low") if self.estimator == "hae" else ("high",)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    every: int = 5  # iterations between evaluations (0: only at start and end)
+    tasks: int | None = None  # first N tasks of the manifest; null: all
+    greedy: bool = True  # false: sample at ``temperature``
+    temperature: float = 0.4
+    seeds: int = 1  # sampling seeds (mean +- std over them)
+    max_turns: int | None = None  # default: rollout.max_turns
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    tensorboard: bool = True
+    wandb: dict[str, Any] | None = None  # e.g. {project: hiper}; needs the wandb package
+    trajectories_every: int = 1  # write the trajectory log every N iterations
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    run_dir: str = "runs/quickstart"
+    seed: int = 0
+    iterations: int = 20
+    checkpoint_every: int = 1
+    model: ModelConfig = field(default_factory=ModelConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    rollout: RolloutSection = field(default_factory=RolloutSection)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    def __post_init__(self) -> None:
+        if self.iterations < 0:
+            raise ValueError(f"iterations must be >= 0, got {self.iterations}")
+        if self.checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
+
+
+def load_train_config(path: str | None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """A preset YAML (or the defaults when ``path`` is None) with dotted overrides applied."""
+    data = load_yaml(path) if path else {}
+    return from_dict(TrainConfig, apply_overrides(data, list(overrides)))

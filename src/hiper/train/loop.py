@@ -1,0 +1,416 @@
+"""The HiPER training driver: (tiny model) -> SFT warm start -> PPO iterations with evaluation.
+
+Every source of randomness is derived from ``(seed, iteration)`` (task seeds, sampling seeds,
+mini-batch shuffles), and a checkpoint holds model, optimizer and RNG states, so a run resumed from
+its last checkpoint continues exactly as the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import shutil
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from hiper.config import to_dict
+from hiper.engines.hf import HFEngine, chat_prompt_ids
+from hiper.envs.base import get_env_spec, make_env
+from hiper.envs.pool import EnvPool
+from hiper.eval import evaluate_policy, manifest_task_ids
+from hiper.models.policy import load_policy
+from hiper.protocol.masks import TokenAligner
+from hiper.rollout import RolloutConfig, Task, rollout
+from hiper.train.checkpoint import load_checkpoint, restore_state, save_checkpoint
+from hiper.train.config import TrainConfig
+from hiper.train.ppo import make_optimizer, ppo_update
+from hiper.train.prepare import prepare_batch
+from hiper.train.runlog import MetricsLogger, TrajectoryLog, atomic_write_text
+from hiper.train.sft import expert_examples, sft_update
+from hiper.types import SWITCH, Trajectory
+
+Progress = Callable[[str, dict[str, Any]], None]
+
+
+def env_options(cfg: TrainConfig, split: str) -> dict[str, Any]:
+    """The environment's options for ``split`` (only environments with a ``split`` option)."""
+    opts = dict(cfg.env.options)
+    fields = {f.name for f in dataclasses.fields(get_env_spec(cfg.env.name).options)}
+    if "split" in fields:
+        opts["split"] = split
+    return opts
+
+
+def build_base_model(cfg: TrainConfig, run_dir: Path) -> Path:
+    """``model.path``, or the tiny model built (once) under ``<run_dir>/base_model``."""
+    if cfg.model.path is not None:
+        return Path(cfg.model.path)
+    out = run_dir / "base_model"
+    if (out / "config.json").is_file():
+        return out
+    from hiper.models.tiny import build_tiny_model, household_corpus
+
+    t = cfg.model.tiny
+    corpus = household_corpus(n_episodes=t.corpus_episodes, seed=cfg.seed)
+    return build_tiny_model(
+        out,
+        corpus,
+        vocab_size=t.vocab_size,
+        hidden_size=t.hidden_size,
+        num_layers=t.num_layers,
+        num_heads=t.num_heads,
+        seed=cfg.seed,
+    )
+
+
+def episode_metrics(trajs: list[Trajectory], prefix: str) -> dict[str, float]:
+    """Success overall and per task type, episode length, switch rate, segment length, invalid rate."""
+    m: dict[str, float] = {}
+    if not trajs:
+        return m
+    m[f"{prefix}/success"] = float(np.mean([tr.success for tr in trajs]))
+    m[f"{prefix}/score"] = float(np.mean([tr.score for tr in trajs]))
+    m[f"{prefix}/episode_length"] = float(np.mean([len(tr.turns) for tr in trajs]))
+    by_type: dict[str, list[bool]] = defaultdict(list)
+    for tr in trajs:
+        by_type[tr.task_type or "all"].append(tr.success)
+    for k, v in sorted(by_type.items()):
+        m[f"{prefix}/success/{k}"] = float(np.mean(v))
+    turns = [t for tr in trajs for t in tr.turns]
+    decisions = [t for tr in trajs for t in tr.turns[1:]]
+    m[f"{prefix}/invalid_rate"] = float(np.mean([not t.decision.valid for t in turns]))
+    if decisions:
+        m[f"{prefix}/switch_rate"] = float(
+            np.mean([t.decision.switch == SWITCH for t in decisions])
+        )
+    segments = sum(1 + sum(t.decision.switch == SWITCH for t in tr.turns[1:]) for tr in trajs)
+    m[f"{prefix}/segment_length"] = len(turns) / max(segments, 1)
+    return m
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, *, resume: bool = False, progress: Progress | None = None):
+        self.cfg = cfg
+        self.run_dir = Path(cfg.run_dir)
+        self.resume = resume
+        self.progress = progress or (lambda event, data: None)
+
+    # -- set-up ---------------------------------------------------------------------------------
+    def _setup(self) -> int:
+        cfg = self.cfg
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        ckpt = None
+        if self.resume:
+            ckpt = load_checkpoint(self.run_dir)
+        elif (self.run_dir / "checkpoints").exists():
+            raise FileExistsError(
+                f"run directory {str(self.run_dir)!r} already holds checkpoints; pass --resume to "
+                "continue it or choose another run_dir"
+            )
+        atomic_write_text(
+            self.run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False)
+        )
+        torch.manual_seed(cfg.seed)
+        base = build_base_model(cfg, self.run_dir)
+        m = cfg.model
+        if ckpt is not None:
+            self.policy = load_policy(ckpt.policy_dir, device=m.device, dtype=m.dtype)
+        else:
+            self.policy = self._load_fresh(base)
+        self.tokenizer = self.policy.tokenizer
+        self.aligner = TokenAligner(self.tokenizer)
+        self.optimizer = make_optimizer(self.policy, cfg.ppo)
+        self.metrics = MetricsLogger(
+            self.run_dir, tensorboard=cfg.logging.tensorboard, wandb=cfg.logging.wandb
+        )
+        self.trajlog = TrajectoryLog(self.run_dir)
+        start = 0
+        if ckpt is not None:
+            restore_state(ckpt, self.optimizer)
+            start = ckpt.iteration + 1
+            self.metrics.truncate_after(ckpt.iteration)
+            self.trajlog.truncate_after(ckpt.iteration)
+        probe_env = make_env(cfg.env.name, **env_options(cfg, cfg.env.train_split))
+        self.family = probe_env.family  # which prompt template family the environment uses
+        probe_env.close()
+        self.train_pool = EnvPool(
+            cfg.env.name,
+            cfg.env.workers,
+            backend=cfg.env.backend,
+            options=env_options(cfg, cfg.env.train_split),
+        )
+        self.eval_pool = None
+        return start
+
+    def _load_fresh(self, path: Path):
+        m = self.cfg.model
+        return load_policy(
+            path,
+            device=m.device,
+            dtype=m.dtype,
+            lora=m.lora,
+            critic=m.critic,
+            critic_path=m.critic_path,
+            heads=self.cfg.algo.heads,
+        )
+
+    def _engine(self, *, greedy: bool, temperature: float) -> HFEngine:
+        r = self.cfg.rollout
+        return HFEngine(
+            self.policy.lm,
+            self.tokenizer,
+            max_new_tokens=r.max_new_tokens,
+            temperature=temperature,
+            top_p=r.top_p if not greedy else 1.0,
+        )
+
+    def _play(
+        self,
+        pool,
+        tasks: list[Task],
+        *,
+        seed: int,
+        greedy: bool,
+        temperature: float,
+        max_turns: int,
+    ):
+        engine = self._engine(greedy=greedy, temperature=temperature)
+        calls = iter(range(10**9))
+        r = self.cfg.rollout
+        self.policy.eval()
+        return rollout(
+            pool,
+            lambda p: engine.generate(p, greedy=greedy, seed=seed * 100_003 + next(calls)),
+            lambda text: chat_prompt_ids(self.tokenizer, text),
+            tasks,
+            self.family,
+            RolloutConfig(max_turns=max_turns, history_len=r.history_len, format=r.format),
+        )
+
+    # -- stages ---------------------------------------------------------------------------------
+    def sft(self) -> dict[str, float]:
+        cfg = self.cfg
+        s = cfg.sft
+        if s.episodes == 0 or s.epochs == 0:
+            return {}
+        t0 = time.perf_counter()
+        examples = expert_examples(
+            cfg.env.name,
+            s.episodes,
+            s.noise,
+            s.seed,
+            self.tokenizer,
+            history_len=cfg.rollout.history_len,
+            options=env_options(cfg, cfg.env.train_split),
+        )
+        opt = torch.optim.AdamW(self.policy.actor_parameters(), lr=s.lr)
+        rng = random.Random(s.seed)
+        losses = []
+        steps = 0
+        total = s.epochs * ((len(examples) + s.batch_rows - 1) // s.batch_rows)
+        self.policy.train()
+        for _ in range(s.epochs):
+            order = list(range(len(examples)))
+            rng.shuffle(order)
+            for i in range(0, len(order), s.batch_rows):
+                batch = [examples[j] for j in order[i : i + s.batch_rows]]
+                out = sft_update(self.policy, opt, batch, s.micro_batch_rows)
+                losses.append(out["loss"])
+                steps += 1
+                self.progress("sft", {"step": steps, "total": total, "loss": out["loss"]})
+        m = {
+            "sft/examples": float(len(examples)),
+            "sft/steps": float(steps),
+            "sft/loss_first": float(losses[0]),
+            "sft/loss_last": float(np.mean(losses[-max(1, len(losses) // 10) :])),
+            "time/sft_s": time.perf_counter() - t0,
+        }
+        self._restart_from_sft()
+        return m
+
+    def _restart_from_sft(self) -> None:
+        """Save the SFT model as a plain model folder (LoRA merged) and start RL from it: it is
+        the RL policy's initial weights AND its KL reference; value heads start fresh."""
+        out = self.run_dir / "sft_model"
+        tmp = self.run_dir / ".sft_model.tmp"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        lm = self.policy.lm
+        if self.cfg.model.lora is not None:
+            lm = lm.merge_and_unload()
+        lm.save_pretrained(tmp)
+        self.tokenizer.save_pretrained(tmp)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+        self.policy = self._load_fresh(out)
+        self.optimizer = make_optimizer(self.policy, self.cfg.ppo)
+
+    def evaluate(self, iteration: int) -> dict[str, float]:
+        cfg = self.cfg
+        e = cfg.eval
+        split = cfg.env.eval_split
+        if self.eval_pool is None:
+            self.eval_pool = EnvPool(
+                cfg.env.name,
+                cfg.env.workers,
+                backend=cfg.env.backend,
+                options=env_options(cfg, split),
+            )
+        ids = manifest_task_ids(cfg.env.name, cfg.env.eval_manifest or split, e.tasks)
+        t0 = time.perf_counter()
+        r = cfg.rollout
+        report = evaluate_policy(
+            self.policy,
+            cfg.env.name,
+            ids,
+            options=env_options(cfg, split),
+            split=split,
+            seeds=e.seeds,
+            greedy=e.greedy,
+            temperature=e.temperature,
+            max_turns=e.max_turns or r.max_turns,
+            max_new_tokens=r.max_new_tokens,
+            history_len=r.history_len,
+            format=r.format,
+            pool=self.eval_pool,
+        )
+        runs = report.runs
+        m = episode_metrics([t for trajs in runs for t in trajs], "eval")
+        if e.seeds > 1:
+            m["eval/success_std"] = float(np.std([np.mean([t.success for t in r]) for r in runs]))
+        m["time/eval_s"] = time.perf_counter() - t0
+        self.trajlog.append(iteration, "eval", runs[0])
+        return m
+
+    def train_iteration(self, it: int) -> dict[str, float]:
+        cfg = self.cfg
+        r = cfg.rollout
+        t0 = time.perf_counter()
+        base = cfg.seed * 1_000_000 + it * r.tasks_per_iteration
+        tasks = [
+            Task(seed=base + j, group_id=f"{it}:{j}")
+            for j in range(r.tasks_per_iteration)
+            for _ in range(r.group_size)
+        ]
+        trajs = self._play(
+            self.train_pool,
+            tasks,
+            seed=cfg.seed * 7919 + it,
+            greedy=False,
+            temperature=r.temperature,
+            max_turns=r.max_turns,
+        )
+        t1 = time.perf_counter()
+        prep = prepare_batch(
+            self.policy,
+            self.aligner,
+            trajs,
+            cfg.algo.estimator,
+            cfg.algo.estimator_config,
+            cfg.algo.shaping,
+            cfg.ppo.micro_batch_rows,
+        )
+        t2 = time.perf_counter()
+        self.policy.train()
+        upd = ppo_update(self.policy, self.optimizer, prep.batch, cfg.ppo, iteration=it)
+        t3 = time.perf_counter()
+        gen_tokens = sum(int(t.response_ids.size) for t in prep.turns)
+        m = episode_metrics(trajs, "train")
+        m.update({f"ppo/{k}": float(v) for k, v in upd.items()})
+        m.update({k: float(v) for k, v in prep.advantages.stats.items()})
+        m["train/reward"] = float(prep.rewards[prep.layout.mask].sum() / len(trajs))
+        m["train/turns"] = float(len(prep.turns))
+        m["time/rollout_s"] = t1 - t0
+        m["time/prepare_s"] = t2 - t1
+        m["time/update_s"] = t3 - t2
+        m["time/iteration_s"] = t3 - t0
+        m["throughput/gen_tokens_per_s"] = gen_tokens / max(t1 - t0, 1e-9)
+        if (it % max(cfg.logging.trajectories_every, 1)) == 0:
+            self.trajlog.append(it, "train", trajs, extras=_turn_extras(prep))
+        return m
+
+    # -- the run --------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        cfg = self.cfg
+        start = self._setup()
+        try:
+            if start == 0:
+                m = self.sft()
+                m.update(self.evaluate(0))
+                self.metrics.log(0, m)
+                self.progress("eval", {"iteration": 0, **m})
+                save_checkpoint(
+                    self.run_dir,
+                    0,
+                    policy=self.policy,
+                    optimizer=self.optimizer,
+                    extra={"stage": "sft"},
+                )
+                start = 1
+            last = {}
+            for it in range(start, cfg.iterations + 1):
+                m = self.train_iteration(it)
+                if it == cfg.iterations or (cfg.eval.every and it % cfg.eval.every == 0):
+                    m.update(self.evaluate(it))
+                self.metrics.log(it, m)
+                self.progress("iteration", {"iteration": it, **m})
+                if it % cfg.checkpoint_every == 0 or it == cfg.iterations:
+                    save_checkpoint(
+                        self.run_dir, it, policy=self.policy, optimizer=self.optimizer, extra={}
+                    )
+                last = m
+            summary = _summary(self.run_dir)
+            atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=1))
+            return {"last": last, **summary}
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        for pool in (getattr(self, "train_pool", None), getattr(self, "eval_pool", None)):
+            if pool is not None:
+                pool.close()
+        if getattr(self, "metrics", None) is not None:
+            self.metrics.close()
+
+
+def _turn_extras(prep) -> list[list[dict[str, Any]]]:
+    """Per trajectory, per turn: the advantages each kind of token received (for the viewer)."""
+    out: list[list[dict[str, Any]]] = []
+    a = prep.advantages
+    lay = prep.layout
+    for b in range(lay.shape[0]):
+        row = []
+        for t in range(int(lay.length[b])):
+            row.append(
+                {
+                    "adv_action": float(a.action[b, t]),
+                    "adv_subgoal": float(a.subgoal[b, t]) if a.subgoal_on[b, t] else None,
+                    "adv_switch": float(a.switch[b, t]) if a.switch_on[b, t] else None,
+                    "shaped_reward": float(prep.rewards[b, t]),
+                }
+            )
+        out.append(row)
+    return out
+
+
+def _summary(run_dir: Path) -> dict[str, Any]:
+    from hiper.train.runlog import read_jsonl
+
+    rows = read_jsonl(run_dir / "metrics.jsonl")
+    evals = [(r["iteration"], r["eval/success"]) for r in rows if "eval/success" in r]
+    out: dict[str, Any] = {"evals": evals}
+    if evals:
+        out["eval_success_start"] = evals[0][1]
+        out["eval_success_end"] = evals[-1][1]
+        out["eval_success_gain_pp"] = 100.0 * (evals[-1][1] - evals[0][1])
+    return out

@@ -1,0 +1,198 @@
+"""Supervised warm-up on expert Plan–Execute demonstrations.
+
+:func:`expert_examples` rolls out an environment's expert (any env with ``expert_turn()``:
+``household``, ``alfworld``) and turns each step into an :class:`SFTExample` whose prompt is exactly
+what the agent would see at rollout time (:func:`hiper.protocol.build_prompt` + the tokenizer's chat
+template) and whose response is the expert's turn text followed by EOS. :func:`sft_update` takes
+one optimiser step on the mean negative log-likelihood of the response tokens (prompt tokens are
+masked out).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from hiper.protocol import PromptContext, build_prompt
+from hiper.train.batch import build_sequence_batch, micro_batches, model_device, pad_token_id
+from hiper.train.losses import masked_sum_mean
+
+__all__ = ["SFTExample", "chat_prompt_ids", "expert_examples", "sft_loss", "sft_update"]
+
+
+@dataclass(frozen=True)
+class SFTExample:
+    """One demonstration turn: prompt token ids (chat template applied) and target response ids."""
+
+    prompt_ids: np.ndarray
+    response_ids: np.ndarray
+    prompt: str = ""  # the user message (for inspection)
+    response: str = ""  # the target text (without EOS)
+
+
+def sft_loss(logprobs: Tensor, response_mask: Tensor, normalizer: float | Tensor | None = None):
+    """Mean negative log-likelihood of the response tokens:
+    ``-sum_{response tokens} logprobs / normalizer`` (``normalizer`` defaults to the number of
+    response tokens). ``logprobs[b, i]`` is the log-prob of token i given its prefix
+    (``ForwardOut.logprobs``); prompt and padding positions are excluded by ``response_mask``."""
+    return -masked_sum_mean(logprobs, response_mask, normalizer)
+
+
+def sft_update(
+    model,
+    optimizer: torch.optim.Optimizer,
+    examples: Sequence[SFTExample],
+    micro_batch_rows: Any = None,
+    *,
+    grad_clip: float | None = 1.0,
+    max_tokens: int | None = None,
+) -> dict[str, float]:
+    """One optimiser step on ``examples``: gradient accumulated over micro-batches of
+    ``micro_batch_rows`` rows (None: all at once), each micro-batch's NLL divided by the token count
+    of *all* examples (so the step is that of the mean NLL), grad-norm clipped to ``grad_clip``.
+
+    ``micro_batch_rows`` may also be a config object with ``micro_batch_rows`` (and optionally
+    ``grad_clip``) attributes. Returns ``loss`` (mean NLL before the step), ``tokens``,
+    ``grad_norm`` (before clipping), ``rows``.
+    """
+    if hasattr(micro_batch_rows, "micro_batch_rows"):
+        cfg = micro_batch_rows
+        micro_batch_rows = cfg.micro_batch_rows
+        grad_clip = getattr(cfg, "grad_clip", grad_clip)
+    if not examples:
+        raise ValueError("sft_update needs at least one example")
+    batch = build_sequence_batch(
+        [e.prompt_ids for e in examples], [e.response_ids for e in examples]
+    )
+    device = model_device(model)
+    n_tok = max(int(batch.loss_mask.sum()), 1)
+    norm = torch.tensor(float(n_tok), device=device)
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    was_training = model.training
+    model.train()
+    total = 0.0
+    try:
+        optimizer.zero_grad(set_to_none=True)
+        for mb in micro_batches(batch, micro_batch_rows, max_tokens, pad_token_id(model)):
+            mb = mb.to(device)
+            out = model(mb.input_ids, mb.attention_mask, with_values=False, with_entropy=False)
+            lp = out.logprobs if out.logprobs.dtype == torch.float64 else out.logprobs.float()
+            loss = sft_loss(lp, mb.loss_mask, norm)
+            loss.backward()
+            total += float(loss.detach())
+        if grad_clip is not None:
+            gn = float(torch.nn.utils.clip_grad_norm_(params, grad_clip))
+        else:
+            grads = [p.grad.detach().norm() for p in params if p.grad is not None]
+            gn = float(torch.linalg.vector_norm(torch.stack(grads))) if grads else 0.0
+        if math.isfinite(gn):
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    finally:
+        model.train(was_training)
+    return {"loss": total, "tokens": float(n_tok), "grad_norm": gn, "rows": float(len(examples))}
+
+
+def chat_prompt_ids(tokenizer, prompt: str) -> np.ndarray:
+    """``prompt`` as one user message through the chat template, with the generation prompt."""
+    ids = tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt}],
+        add_generation_prompt=True,
+        tokenize=True,
+        return_dict=False,
+    )
+    if isinstance(ids, Mapping) or hasattr(ids, "keys"):
+        ids = ids["input_ids"]
+    return np.asarray(ids, dtype=np.int64).reshape(-1)
+
+
+def expert_examples(
+    env_name: str,
+    n_episodes: int,
+    noise: float,
+    seed: int,
+    tokenizer,
+    history_len: int = 2,
+    options: Mapping[str, Any] | None = None,
+) -> list[SFTExample]:
+    """Demonstrations from ``n_episodes`` expert episodes of ``env_name`` (episode i plays
+    ``reset(seed=seed + i)``; ``options`` are the environment's options).
+
+    Every step yields one example: the prompt the agent would see (task, step count, the last
+    ``history_len`` (observation, executed action) pairs, the observation, the subgoal in force,
+    the admissible actions) and, as target, the expert's turn in that state plus EOS.
+
+    Noise: with probability ``noise`` the action *executed* at a step is a uniformly random
+    admissible action instead of the expert's, but the example of that step still targets the
+    expert's turn, so the model is never taught a random action; the episode then continues from
+    the perturbed state, where the expert's next turns show how to recover. The subgoal the next
+    prompt shows is the one the agent holds, i.e. the expert's subgoal of the previous turn (the
+    turn that was written). History shows the action actually executed. An expert that cannot go
+    on from a perturbed state (``expert_turn`` raises, e.g. an exhausted ALFWorld walkthrough)
+    ends that episode early.
+    """
+    from hiper.envs import make_env
+
+    if not isinstance(noise, int | float) or not 0.0 <= noise <= 1.0:
+        raise ValueError(f"noise must be a probability in [0, 1], got {noise!r}")
+    if isinstance(n_episodes, bool) or not isinstance(n_episodes, int) or n_episodes < 0:
+        raise ValueError(f"n_episodes must be a non-negative integer, got {n_episodes!r}")
+    env = make_env(env_name, **dict(options or {}))
+    if not hasattr(env, "expert_turn"):
+        raise ValueError(f"environment {env_name!r} has no expert (expert_turn)")
+    eos = tokenizer.eos_token_id
+    rng = random.Random(seed)
+    out: list[SFTExample] = []
+    try:
+        for episode in range(n_episodes):
+            res = env.reset(seed=seed + episode)
+            task = res.info["task"]
+            history: list[tuple[str, str]] = []
+            subgoal: str | None = None
+            step = 0
+            while not res.done:
+                try:
+                    turn = env.expert_turn()
+                except RuntimeError:
+                    break
+                prompt = build_prompt(
+                    PromptContext(
+                        task=task,
+                        observation=res.observation,
+                        history=history,
+                        step=step,
+                        subgoal=subgoal,
+                        admissible=res.admissible,
+                    ),
+                    family=env.family,
+                    history_len=history_len,
+                )
+                text = turn.text()
+                resp = list(tokenizer.encode(text, add_special_tokens=False))
+                if eos is not None:
+                    resp.append(int(eos))
+                out.append(
+                    SFTExample(
+                        chat_prompt_ids(tokenizer, prompt),
+                        np.asarray(resp, dtype=np.int64),
+                        prompt,
+                        text,
+                    )
+                )
+                action = turn.action
+                if noise and res.admissible and rng.random() < noise:
+                    action = rng.choice(res.admissible)
+                history.append((res.observation, action))
+                subgoal = turn.subgoal
+                res = env.step(action)
+                step += 1
+    finally:
+        env.close()
+    return out

@@ -1,0 +1,52 @@
+"""Shared pytest fixtures."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+#: The shared, read-only benchmark data (``<project root>/../shared/data``).
+SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() == "true"
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip the test when ``condition`` is false; under ``CI=true`` fail instead (CI must not
+    silently skip what it is meant to check)."""
+    if condition:
+        return
+    if in_ci():
+        pytest.fail(f"{reason} (CI=true: failing instead of skipping)", pytrace=False)
+    pytest.skip(reason)
+
+
+def shared_data_path(*parts: str) -> Path:
+    """``<project root>/../shared/data/<parts>``, skipping (or failing under CI) if it is missing."""
+    path = SHARED_DATA.joinpath(*parts)
+    require(path.exists(), f"shared test data {path} is missing")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The shared data folder; skips when it is missing (fails under ``CI=true``)."""
+    return shared_data_path()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Qwen2 causal LM + byte-level BPE tokenizer (vocab ~1024, hidden 64, 2 layers) fitted
+    to household expert demos, built once per test session with ``save_pretrained``."""
+    from hiper.models.tiny import build_tiny_model, household_corpus
+
+    out = tmp_path_factory.mktemp("tiny_model")
+    corpus = household_corpus(n_episodes=60, seed=0)
+    return build_tiny_model(
+        out, corpus, vocab_size=1024, hidden_size=64, num_layers=2, num_heads=4, seed=0
+    )

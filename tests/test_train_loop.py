@@ -1,0 +1,201 @@
+"""The whole pipeline end to end with a tiny model: household, real ALFWorld games, kill + resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hiper.config import ConfigError
+from hiper.train.config import load_train_config
+from hiper.train.loop import Trainer
+from hiper.train.records import trajectory_from_dict
+from hiper.train.runlog import read_jsonl
+from tests.conftest import PROJECT_ROOT, shared_data_path
+
+TINY = [
+    "model.tiny.vocab_size=600",
+    "model.tiny.hidden_size=32",
+    "model.tiny.num_layers=1",
+    "model.tiny.num_heads=2",
+    "model.tiny.corpus_episodes=12",
+    "env.workers=2",
+    "rollout.tasks_per_iteration=2",
+    "rollout.max_turns=3",
+    "rollout.max_new_tokens=12",
+    "sft.episodes=2",
+    "sft.batch_rows=8",
+    "eval.tasks=2",
+    "eval.every=1",
+    "ppo.micro_batch_rows=4",
+    "logging.tensorboard=false",
+]
+
+
+def config(run_dir: Path, *extra: str):
+    return load_train_config(
+        str(PROJECT_ROOT / "configs" / "quickstart.yaml"), [f"run_dir={run_dir}", *TINY, *extra]
+    )
+
+
+def comparable(rows):
+    """Metrics without wall-clock figures."""
+    return [
+        {
+            k: v
+            for k, v in r.items()
+            if not k.startswith(("time/", "throughput/")) and k != "wall_time"
+        }
+        for r in rows
+    ]
+
+
+def test_household_pipeline_end_to_end(tmp_path):
+    cfg = config(tmp_path / "run", "iterations=2")
+    out = Trainer(cfg).run()
+    rows = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    assert [r["iteration"] for r in rows] == [0, 1, 2]
+    assert rows[0]["sft/loss_last"] < rows[0]["sft/loss_first"]
+    for key in (
+        "train/success",
+        "train/invalid_rate",
+        "ppo/kl",
+        "ppo/entropy",
+        "ppo/clip_frac",
+        "ppo/explained_var/high",
+        "ppo/explained_var/low",
+        "adv/low/std",
+        "adv/high/std",
+        "eval/success",
+        "time/rollout_s",
+    ):
+        assert key in rows[1], key
+    # the KL reference is the SFT model: the first PPO step starts at KL ~ 0
+    assert rows[1]["ppo/kl"] < 1e-3
+    assert (tmp_path / "run" / "sft_model" / "config.json").is_file()
+    assert out["evals"][0][0] == 0 and len(out["evals"]) == 3
+    lines = read_jsonl(tmp_path / "run" / "trajectories.jsonl")
+    train = [ln for ln in lines if ln["split"] == "train"]
+    assert len(train) == 4 and {ln["iteration"] for ln in train} == {1, 2}
+    tr = trajectory_from_dict(train[0])
+    assert "adv_action" in tr.turns[0].info and tr.turns[0].token_spans is not None
+    with pytest.raises(FileExistsError, match="--resume"):
+        Trainer(cfg).run()
+
+
+def test_config_errors_are_clear(tmp_path):
+    with pytest.raises(ConfigError, match=r"ppo.actor_lr: expected a number"):
+        config(tmp_path, "ppo.actor_lr=fast")
+    with pytest.raises(ConfigError, match=r"algo.estimator: unknown estimator 'ppo'"):
+        config(tmp_path, "algo.estimator=ppo")
+    with pytest.raises(ConfigError, match=r"algo.config"):
+        config(tmp_path, "algo.config.lam_hi=0.5")
+
+
+@pytest.mark.parametrize("estimator", ["gae", "grpo", "gigpo"])
+def test_flat_baselines_run(tmp_path, estimator):
+    extra = [
+        "iterations=1",
+        f"algo.estimator={estimator}",
+        "algo.config={}",
+        "rollout.format=react",
+        "sft.episodes=0",
+        "eval.tasks=1",
+    ]
+    if estimator != "gae":
+        extra.append("rollout.group_size=2")
+    Trainer(config(tmp_path / "run", *extra)).run()
+    rows = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    assert rows[-1]["iteration"] == 1 and "ppo/pg_loss" in rows[-1]
+
+
+def test_real_alfworld_games_for_a_few_iterations(tmp_path):
+    pytest.importorskip("textworld")
+    from hiper.envs.alfworld import ensure_alfworld_data
+
+    data = ensure_alfworld_data(
+        shared_data_path("alfworld", "json_2.1.1.tar.gz"), splits=("valid_seen", "valid_unseen")
+    )
+    cfg = config(
+        tmp_path / "run",
+        "iterations=2",
+        "env.name=alfworld",
+        f"env.options={{data_dir: '{data}'}}",
+        "env.train_split=eval_in_distribution",
+        "env.eval_split=eval_out_of_distribution",
+        "eval.every=2",
+        "sft.episodes=1",
+    )
+    Trainer(cfg).run()
+    rows = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    assert [r["iteration"] for r in rows] == [0, 1, 2]
+    lines = [
+        ln for ln in read_jsonl(tmp_path / "run" / "trajectories.jsonl") if ln["split"] == "train"
+    ]
+    tr = trajectory_from_dict(lines[0])
+    assert tr.task_type in {
+        "pick_and_place_simple",
+        "look_at_obj_in_light",
+        "pick_clean_then_place_in_recep",
+        "pick_heat_then_place_in_recep",
+        "pick_cool_then_place_in_recep",
+        "pick_two_obj_and_place",
+    }
+    assert "You are in the middle of a room" in tr.turns[0].observation
+
+
+def _cli(run_dir: Path, *extra: str) -> list[str]:
+    args = [f"run_dir={run_dir}", *TINY, "iterations=4", "eval.every=2", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "hiper.cli",
+        "train",
+        str(PROJECT_ROOT / "configs" / "quickstart.yaml"),
+        *args,
+    ]
+
+
+def test_killed_run_resumes_to_the_same_metrics(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+    ref = tmp_path / "ref"
+    subprocess.run(
+        _cli(ref), check=True, env=env, capture_output=True, cwd=PROJECT_ROOT, timeout=600
+    )
+    run = tmp_path / "killed"
+    proc = subprocess.Popen(
+        _cli(run), env=env, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    metrics = run / "metrics.jsonl"
+    deadline = time.time() + 600
+    while time.time() < deadline:  # wait until iteration 2 is under way, then kill -9
+        if metrics.exists() and any(r["iteration"] >= 1 for r in read_jsonl(metrics)):
+            time.sleep(0.5)
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = max((r["iteration"] for r in read_jsonl(metrics)), default=-1)
+    assert killed_at < 4, "the run finished before it could be killed"
+    subprocess.run(
+        _cli(run, "--resume"),
+        check=True,
+        env=env,
+        capture_output=True,
+        cwd=PROJECT_ROOT,
+        timeout=600,
+    )
+    a = comparable(read_jsonl(ref / "metrics.jsonl"))
+    b = comparable(read_jsonl(metrics))
+    assert [r["iteration"] for r in b] == [0, 1, 2, 3, 4]
+    assert a == b
+    assert (
+        json.loads((run / "summary.json").read_text())["evals"]
+        == json.loads((ref / "summary.json").read_text())["evals"]
+    )
