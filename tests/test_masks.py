@@ -245,5 +245,7 @@ def test_empty_and_mismatched_inputs():
     with pytest.raises(ValueError, match="token ids must be >= 0"):
         TokenAligner(tok).align([[-1]], ["x"], [parse("x")])
     # ids past the tokenizer's vocabulary (padded embedding rows) decode to nothing
-    ts = TokenAligner(tok).align([[*ids, 10**5]], ["<action>a</action>"], [parse("<action>a</action>")])
+    ts = TokenAligner(tok).align(
+        [[*ids, 10**5]], ["<action>a</action>"], [parse("<action>a</action>")]
+    )
     assert not ts.exact[0] and ts.as_dicts()[0] == {"action": (0, 1)}
