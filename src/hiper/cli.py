@@ -229,6 +229,15 @@ def train(
     typer.echo(json.dumps({k: v for k, v in summary.items() if k != "last"}, indent=1))
 
 
+@app.command()
+def sft(
+    config: Annotated[str, typer.Argument(help="A preset YAML; its sft, model and env sections.")],
+    overrides: Annotated[list[str] | None, typer.Argument(help="Dotted overrides.")] = None,
+) -> None:
+    """Only the SFT warm start (and the held-out evaluation after it): iterations=0."""
+    train(config, [*(overrides or []), "iterations=0"], resume=False)
+
+
 @app.command("eval")
 def evaluate(
     model: Annotated[str, typer.Option(help="A model folder, a saved policy or a run directory.")],
