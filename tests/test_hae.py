@@ -232,3 +232,18 @@ def test_config_validation():
         estimate("hae", one(), values=vals(), config=GAEConfig())
     with pytest.raises(ValueError, match=r"values\.low"):
         estimate("hae", one(), values=Values(high=np.array([VH])), config=CFG)
+
+
+def test_flat_turn_level_gae_by_hand():
+    tr = trajectory(["SWITCH", "SWITCH", "SWITCH"], [0.0, 1.0, 2.0])
+    v = Values(high=np.array([[0.5, 1.0, 1.5]]), final=np.array([2.0]))
+    cfg = GAEConfig(gamma=0.9, lam=0.8, norm_adv=False)
+    adv = estimate("gae", build_layout([tr]), values=v, config=cfg)
+    # d2 = 2 - 1.5 = .5 ; d1 = 1 + .9*1.5 - 1 = 1.35 ; d0 = .9*1 - .5 = .4 ; gamma*lam = .72
+    # A2 = .5 ; A1 = 1.35 + .72*.5 = 1.71 ; A0 = .4 + .72*1.71 = 1.6312
+    np.testing.assert_allclose(adv.action[0], [1.6312, 1.71, 0.5])
+    np.testing.assert_allclose(adv.targets[0].target[0], [2.1312, 2.71, 2.0])
+    # truncated instead: bootstrap from V(s_T) = 2 -> d2 = 2 + .9*2 - 1.5 = 2.3
+    cut = trajectory(["SWITCH", "SWITCH", "SWITCH"], [0.0, 1.0, 2.0], terminated=False)
+    adv = estimate("gae", build_layout([cut]), values=v, config=cfg)
+    np.testing.assert_allclose(adv.action[0], [0.4 + 0.72 * 3.006, 3.006, 2.3])

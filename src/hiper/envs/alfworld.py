@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
-from hiper.envs.base import EnvStep, ExpertTurn, Manifest, register_env
+from hiper.envs.base import TASK_TYPES, EnvStep, ExpertTurn, Manifest, register_env
 
 __all__ = [
     "EVAL_SPLITS",
@@ -80,15 +80,6 @@ SPLIT_FOLDERS: dict[str, str] = {
 }
 EVAL_SPLITS: tuple[str, ...] = ("eval_in_distribution", "eval_out_of_distribution")
 
-#: The six ALFWorld task types (folder-name prefixes).
-TASK_TYPES: tuple[str, ...] = (
-    "pick_and_place_simple",
-    "look_at_obj_in_light",
-    "pick_clean_then_place_in_recep",
-    "pick_heat_then_place_in_recep",
-    "pick_cool_then_place_in_recep",
-    "pick_two_obj_and_place",
-)
 
 DATA_FOLDER = "json_2.1.1"
 GAME_FILE = "game.tw-pddl"

@@ -20,6 +20,16 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 PromptFamily = Literal["household", "webshop"]
 
+#: The six ALFWorld task types (shared by the real ALFWorld games and the household world).
+TASK_TYPES: tuple[str, ...] = (
+    "pick_and_place_simple",
+    "look_at_obj_in_light",
+    "pick_clean_then_place_in_recep",
+    "pick_heat_then_place_in_recep",
+    "pick_cool_then_place_in_recep",
+    "pick_two_obj_and_place",
+)
+
 
 @dataclass(slots=True)
 class EnvStep:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from hiper.envs.base import TASK_TYPES
 from hiper.envs.household.world import (
     FAMILIES,
     LAYOUTS_PER_TEMPLATE,
@@ -41,14 +42,6 @@ __all__ = [
     "task_id",
 ]
 
-TASK_TYPES: tuple[str, ...] = (
-    "pick_and_place_simple",
-    "look_at_obj_in_light",
-    "pick_clean_then_place_in_recep",
-    "pick_heat_then_place_in_recep",
-    "pick_cool_then_place_in_recep",
-    "pick_two_obj_and_place",
-)
 SIMPLE, LOOK, CLEAN, HEAT, COOL, TWO = TASK_TYPES
 
 SPLITS: tuple[str, ...] = ("train", "eval_in_distribution", "eval_out_of_distribution")
