@@ -701,13 +701,19 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--naive-repeats", type=int, default=1, help="runs of the naive references")
     ap.add_argument("--vocab", type=int, default=4000)
+    ap.add_argument(
+        "--tokenizer",
+        default="byte_level_bpe",
+        choices=["byte_level_bpe", "sentencepiece_bpe"],
+        help="tokenizer family trained locally for the batch",
+    )
     ap.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = ap.parse_args(argv)
 
     t0 = time.perf_counter()
     corpus = tokenizer_corpus(args.seed)
     tok_t0 = time.perf_counter()
-    tokenizer = train_tokenizer(corpus, "byte_level_bpe", args.vocab)
+    tokenizer = train_tokenizer(corpus, args.tokenizer, args.vocab)
     train_s = time.perf_counter() - tok_t0
 
     rng = random.Random(args.seed)
@@ -836,6 +842,7 @@ def main(argv: list[str] | None = None) -> dict:
         "trained_tokens": int(tok_adv.loss_mask.sum()),
         "value_targets": {head: int(v.rows.size) for head, v in sorted(targets.items())},
         "tokenizer_vocab": len(tokenizer),
+        "tokenizer_family": args.tokenizer,
         "tokenizer_train_s": train_s,
         "data_prep_s": prep_s,
         "repeats": args.repeats,
@@ -884,7 +891,7 @@ def report(r: dict) -> None:
     heads = ", ".join(f"{h} {n}" for h, n in r["value_targets"].items())
     print(f"HAE output: {r['trained_tokens']} trained tokens; value targets per head: {heads}")
     print(
-        f"tokenizer: byte-level BPE, vocab {r['tokenizer_vocab']}, trained in "
+        f"tokenizer: {r['tokenizer_family']}, vocab {r['tokenizer_vocab']}, trained in "
         f"{r['tokenizer_train_s']:.2f} s (not timed below); data prep {r['data_prep_s']:.2f} s"
     )
     print()

@@ -138,11 +138,11 @@ def test_fast_path_matches_exact_path_on_every_family(tokenizers):
         fast = TokenAligner(tok).align(ids, decoded, decisions)
         exact = TokenAligner(tok, exact=True).align(ids, decoded, decisions)
         assert exact.exact.all()
-        if family == "byte_level_bpe":
+        if family == "wordpiece":  # decode inserts spaces between pieces: no length table
+            assert byte_length_table(tok) is None and fast.exact.all()
+        else:  # byte-level and SentencePiece-style both have a per-token length table
             assert byte_length_table(tok) is not None
-            assert not fast.exact.any(), "valid UTF-8 rows must take the fast path"
-        else:
-            assert byte_length_table(tok) is None
+            assert not fast.exact.any(), f"{family}: valid UTF-8 rows must take the fast path"
         ascii_rows = np.array([t.isascii() for t in decoded])
         same = (fast.spans == exact.spans).all(axis=(1, 2))
         # bytes and characters coincide on ASCII rows, so both rules must agree exactly there
@@ -249,3 +249,34 @@ def test_empty_and_mismatched_inputs():
         [[*ids, 10**5]], ["<action>a</action>"], [parse("<action>a</action>")]
     )
     assert not ts.exact[0] and ts.as_dicts()[0] == {"action": (0, 1)}
+
+
+def test_sentencepiece_fast_path_handles_the_stripped_leading_space(tokenizers):
+    tok = tokenizers["sentencepiece_bpe"]
+    texts = [
+        "  <switch>KEEP</switch> <subgoal>go</subgoal><action>look</action>",  # leading spaces
+        "<switch>SWITCH</switch>\n<subgoal>find é</subgoal>\n<action>go to desk 1</action>",
+        "Kx<switch>KEEP</switch><subgoal>a</subgoal><action>b</action>",  # byte-fallback start
+        " ",
+    ]
+    ids = [tok.encode(t, add_special_tokens=False) for t in texts]
+    decoded = [tok.decode(i, skip_special_tokens=True) for i in ids]
+    decisions = [parse(t) for t in decoded]
+    fast = TokenAligner(tok).align(ids, decoded, decisions)
+    exact = TokenAligner(tok, exact=True).align(ids, decoded, decisions)
+    assert not fast.exact[:3].any()
+    ascii_rows = [i for i, t in enumerate(decoded) if t.isascii()]
+    assert (fast.spans[ascii_rows] == exact.spans[ascii_rows]).all()
+    # random token soup: every row that took the fast path agrees with the exact path
+    rng = np.random.default_rng(5)
+    soup = [rng.integers(0, len(tok), size=rng.integers(1, 40)).tolist() for _ in range(60)]
+    texts = [tok.decode(i, skip_special_tokens=True) for i in soup]
+    ds = [parse(t) for t in texts]
+    f = TokenAligner(tok).align(soup, texts, ds)
+    e = TokenAligner(tok, exact=True).align(soup, texts, ds)
+    rows = [i for i in range(len(soup)) if not f.exact[i] and texts[i].isascii()]
+    assert rows, "some soup rows should take the fast path"
+    assert (f.spans[rows] == e.spans[rows]).all()
+    for i in rows:  # per-token ends agree too (characters == bytes on ASCII rows)
+        lo, hi = f.offsets[i], f.offsets[i + 1]
+        assert (f.ends[lo:hi] == e.ends[lo:hi]).all()

@@ -16,6 +16,7 @@ between blocks, EOS, garbage of a malformed turn) are "other".
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -84,34 +85,62 @@ def token_labels(offsets: np.ndarray, spans: np.ndarray) -> np.ndarray:
     return np.cumsum(up[:total] - down[:total]).astype(np.int8)
 
 
-def _byte_level(tokenizer) -> bool:
+_BYTE_PIECE = re.compile(r"^<0x[0-9A-Fa-f]{2}>$")
+
+
+def decoder_kind(tokenizer) -> str | None:
+    """``"byte_level"`` (GPT-2/Qwen), ``"metaspace"`` (SentencePiece-style: "▁" for spaces, byte
+    fallback pieces, one leading space stripped) or None (no per-token length table applies)."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
-        return False
+        return None
     dec = json.loads(backend.to_str()).get("decoder") or {}
-    if dec.get("type") == "Sequence":
-        return any(d.get("type") == "ByteLevel" for d in dec.get("decoders", []))
-    return dec.get("type") == "ByteLevel"
+    parts = dec.get("decoders", []) if dec.get("type") == "Sequence" else [dec]
+    types = {d.get("type") for d in parts}
+    if "ByteLevel" in types:
+        return "byte_level"
+    replaces_marker = any(
+        d.get("type") == "Replace" and (d.get("pattern") or {}).get("String") == "▁" for d in parts
+    )
+    if "Metaspace" in types or replaces_marker:
+        return "metaspace"
+    return None
 
 
 def byte_length_table(tokenizer, skip_special_tokens: bool = True) -> np.ndarray | None:
-    """int64 [vocab]: bytes each token id decodes to, or None if the tokenizer is not byte-level.
+    """int64 [vocab]: bytes each token id decodes to, or None when no such table applies.
 
     Byte-level vocabularies spell each byte as one printable character, so an entry's byte length
-    is its length in characters. Added tokens decode to their literal content (special ones to
+    is its length in characters. SentencePiece-style entries decode "▁" to a space and a byte
+    fallback piece ``<0xNN>`` to one byte (the decoder's strip of one leading space is applied per
+    row by :class:`TokenAligner`). Added tokens decode to their literal content (special ones to
     nothing when ``skip_special_tokens``).
     """
-    if not _byte_level(tokenizer):
+    kind = decoder_kind(tokenizer)
+    if kind is None:
         return None
     vocab = tokenizer.get_vocab()
     size = max(max(vocab.values()) + 1, len(tokenizer))
     table = np.zeros(size, np.int64)
     for tok, i in vocab.items():
-        table[i] = len(tok)
+        if kind == "byte_level":
+            table[i] = len(tok)
+        else:
+            table[i] = 1 if _BYTE_PIECE.match(tok) else len(tok.replace("▁", " ").encode("utf-8"))
     for i, added in tokenizer.added_tokens_decoder.items():
         special = added.special or i in tokenizer.all_special_ids
         table[i] = 0 if (special and skip_special_tokens) else len(added.content.encode("utf-8"))
     return table
+
+
+def _leading_marker(tokenizer, size: int) -> np.ndarray:
+    """bool [vocab]: SentencePiece pieces that start with "▁" (their space is stripped at the start)."""
+    out = np.zeros(size, bool)
+    added = set(tokenizer.added_tokens_decoder)
+    for tok, i in tokenizer.get_vocab().items():
+        if i not in added and tok.startswith("▁"):
+            out[i] = True
+    return out
 
 
 class TokenAligner:
@@ -125,6 +154,9 @@ class TokenAligner:
         self.tokenizer = tokenizer
         self.skip_special_tokens = skip_special_tokens
         self.table = None if exact else byte_length_table(tokenizer, skip_special_tokens)
+        self.leading = None
+        if self.table is not None and decoder_kind(tokenizer) == "metaspace":
+            self.leading = _leading_marker(tokenizer, len(self.table))
 
     def align(
         self,
@@ -150,11 +182,19 @@ class TokenAligner:
                 raise ValueError(f"token ids must be >= 0, got {flat.min()}")
             if flat.max() >= len(self.table):
                 # ids past the tokenizer (padded embedding rows) decode to nothing
-                self.table = np.pad(self.table, (0, int(flat.max()) + 1 - len(self.table)))
-            cum = np.cumsum(self.table[flat])
+                grow = int(flat.max()) + 1 - len(self.table)
+                self.table = np.pad(self.table, (0, grow))
+                if self.leading is not None:
+                    self.leading = np.pad(self.leading, (0, grow))
+            nbytes = self.table[flat]
+            cum = np.cumsum(nbytes)
             before = np.concatenate(([0], cum))[offsets]  # bytes before each row, and the total
             row_total = np.diff(before)
             ends = cum - before[:-1][row_of]
+            if self.leading is not None:
+                ends, row_total = _strip_leading_space(
+                    ends, row_total, nbytes, self.leading[flat], offsets, row_of
+                )
         else:
             ends = np.zeros(flat.size, np.int64)
             row_total = None
@@ -205,6 +245,23 @@ class TokenAligner:
             out[j] = best
         out[-1] = max(out[-1], len(text))
         return out
+
+
+def _strip_leading_space(ends, row_total, nbytes, leading, offsets, row_of):
+    """SentencePiece decoders drop one space at the start of the text: take it off the first
+    non-empty token of each row when that token starts with "▁"."""
+    nonempty = np.flatnonzero(nbytes > 0)
+    if nonempty.size == 0:
+        return ends, row_total
+    first = nonempty[np.minimum(np.searchsorted(nonempty, offsets[:-1]), nonempty.size - 1)]
+    has = (first >= offsets[:-1]) & (first < offsets[1:])
+    strip = np.zeros(len(row_total), bool)
+    strip[has] = leading[first[has]]
+    if strip.any():
+        tok = np.arange(len(ends))
+        ends = ends - (strip[row_of] & (tok >= first[row_of]))
+        row_total = row_total - strip
+    return ends, row_total
 
 
 def _utf8(text: str) -> bytes:
