@@ -193,3 +193,24 @@ def test_killed_run_resumes_to_the_same_metrics(tmp_path):
         json.loads((run / "summary.json").read_text())["evals"]
         == json.loads((ref / "summary.json").read_text())["evals"]
     )
+
+
+def test_webshop_pipeline_runs(tmp_path):
+    data = shared_data_path("webshop")
+    nltk = shared_data_path("nltk")
+    cfg = config(
+        tmp_path / "run",
+        "iterations=1",
+        "env.name=webshop",
+        f"env.options={{data_dir: '{data}', nltk_data: '{nltk}', max_steps: 4}}",
+        "env.eval_split=eval",
+        "rollout.max_turns=4",
+    )
+    Trainer(cfg).run()
+    lines = [
+        ln for ln in read_jsonl(tmp_path / "run" / "trajectories.jsonl") if ln["split"] == "train"
+    ]
+    tr = trajectory_from_dict(lines[0])
+    assert "[SEP]" in tr.turns[0].observation and tr.info["task"]
+    rows = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    assert [r["iteration"] for r in rows] == [0, 1] and "eval/score" in rows[1]
