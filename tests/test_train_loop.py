@@ -214,3 +214,14 @@ def test_webshop_pipeline_runs(tmp_path):
     assert "[SEP]" in tr.turns[0].observation and tr.info["task"]
     rows = read_jsonl(tmp_path / "run" / "metrics.jsonl")
     assert [r["iteration"] for r in rows] == [0, 1] and "eval/score" in rows[1]
+
+
+def test_manifest_ids_follow_the_configured_task_types():
+    from hiper.eval import manifest_task_ids
+
+    all_ids = manifest_task_ids("household", "eval_out_of_distribution")
+    opts = {"split": "eval_out_of_distribution", "task_types": ["look_at_obj_in_light"]}
+    some = manifest_task_ids("household", "eval_out_of_distribution", None, opts)
+    assert 0 < len(some) < len(all_ids) and set(some) <= set(all_ids)
+    assert all("/look_at_obj_in_light/" in t for t in some)
+    assert manifest_task_ids("household", "eval_out_of_distribution", 3, opts) == some[:3]

@@ -275,7 +275,7 @@ def evaluate(
             opts[key] = _coerce_option(spec.options, key, value)
         if "split" in {f.name for f in dataclasses.fields(spec.options)}:
             opts["split"] = split
-        ids = manifest_task_ids(env, manifest or split, tasks)
+        ids = manifest_task_ids(env, manifest or split, tasks, opts)
         policy = load_policy(resolve_model(model))
     except (ValueError, FileNotFoundError) as e:
         raise typer.BadParameter(str(e)) from None

@@ -70,8 +70,17 @@ class EvalReport:
         }
 
 
-def manifest_task_ids(env: str, manifest: str, limit: int | None = None) -> list[str]:
+def manifest_task_ids(
+    env: str, manifest: str, limit: int | None = None, options: dict[str, Any] | None = None
+) -> list[str]:
+    """The manifest's task ids; when ``options`` restrict ``task_types``, only tasks of those
+    types (read from a reset of each task), then the first ``limit``."""
     ids = list(load_manifest(env, manifest).task_ids)
+    types = (options or {}).get("task_types")
+    if types:
+        probe = make_env(env, **options)
+        ids = [t for t in ids if probe.reset(task_id=t).info.get("task_type") in set(types)]
+        probe.close()
     return ids[:limit] if limit else ids
 
 

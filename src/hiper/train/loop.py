@@ -266,7 +266,9 @@ class Trainer:
                 backend=cfg.env.backend,
                 options=env_options(cfg, split),
             )
-        ids = manifest_task_ids(cfg.env.name, cfg.env.eval_manifest or split, e.tasks)
+        ids = manifest_task_ids(
+            cfg.env.name, cfg.env.eval_manifest or split, e.tasks, env_options(cfg, split)
+        )
         t0 = time.perf_counter()
         r = cfg.rollout
         report = evaluate_policy(
