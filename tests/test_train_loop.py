@@ -88,6 +88,30 @@ def test_household_pipeline_end_to_end(tmp_path):
     assert "adv_action" in tr.turns[0].info and tr.turns[0].token_spans is not None
     with pytest.raises(FileExistsError, match="--resume"):
         Trainer(cfg).run()
+    # `hiper eval` on the run directory reuses the run's prompt settings and env options, so it
+    # reproduces the trainer's last (greedy) evaluation of the final checkpoint
+    from typer.testing import CliRunner
+
+    from hiper.cli import app
+
+    res = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            "--model",
+            str(tmp_path / "run"),
+            "--seeds",
+            "1",
+            "--greedy",
+            "--tasks",
+            "2",
+            "--json",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.output[res.output.index("{") :])
+    assert report["tasks"] == 2
+    assert report["results"]["all"]["success_mean"] == rows[-1]["eval/success"]
 
 
 def test_config_errors_are_clear(tmp_path):

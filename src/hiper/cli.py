@@ -250,12 +250,22 @@ def evaluate(
     greedy: Annotated[bool, typer.Option(help="Greedy decoding instead of sampling.")] = False,
     temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.4,
     tasks: Annotated[int | None, typer.Option(help="Only the first N manifest tasks.")] = None,
-    max_turns: Annotated[int, typer.Option(help="Turn limit per episode.")] = 50,
-    max_new_tokens: Annotated[int, typer.Option(help="Response token limit.")] = 128,
+    max_turns: Annotated[
+        int | None, typer.Option(help="Turn limit per episode [run's config, else 50].")
+    ] = None,
+    max_new_tokens: Annotated[
+        int | None, typer.Option(help="Response token limit [run's config, else 128].")
+    ] = None,
+    history_len: Annotated[
+        int | None, typer.Option(help="Prompt history pairs [run's config, else 2].")
+    ] = None,
     option: Annotated[list[str] | None, typer.Option(help="Environment option key=value.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
 ) -> None:
-    """Evaluate any model on an environment's fixed task manifest (paper-table layout)."""
+    """Evaluate any model on an environment's fixed task manifest (paper-table layout).
+
+    Given a run directory, the prompt settings (history, token and turn limits, format) and the
+    environment options default to the run's own ``config.yaml``."""
     import dataclasses
 
     from rich.console import Console
@@ -265,9 +275,19 @@ def evaluate(
     from hiper.eval import evaluate_policy, manifest_task_ids, resolve_model
     from hiper.models.policy import load_policy
 
+    run_cfg = _run_config(model)
+    fmt = run_cfg.rollout.format if run_cfg else "plan_execute"
+    if max_turns is None:
+        max_turns = (run_cfg.eval.max_turns or run_cfg.rollout.max_turns) if run_cfg else 50
+    if max_new_tokens is None:
+        max_new_tokens = run_cfg.rollout.max_new_tokens if run_cfg else 128
+    if history_len is None:
+        history_len = run_cfg.rollout.history_len if run_cfg else 2
     try:
         spec = get_env_spec(env)
-        opts: dict[str, Any] = {}
+        opts: dict[str, Any] = (
+            dict(run_cfg.env.options) if run_cfg and run_cfg.env.name == env else {}
+        )
         for kv in option or []:
             key, sep, value = kv.partition("=")
             if not sep:
@@ -290,6 +310,8 @@ def evaluate(
         temperature=temperature,
         max_turns=max_turns,
         max_new_tokens=max_new_tokens,
+        history_len=history_len,
+        format=fmt,
     )
     data = report.to_dict()
     if json_out:
@@ -306,6 +328,18 @@ def evaluate(
             f"{v['score_mean']:.3f} ± {v['score_std']:.3f}",
         )
     Console().print(table)
+
+
+def _run_config(model: str):
+    """The TrainConfig of a run directory (None for a plain model folder)."""
+    from pathlib import Path
+
+    path = Path(model) / "config.yaml"
+    if not path.is_file():
+        return None
+    from hiper.train.config import load_train_config
+
+    return load_train_config(str(path))
 
 
 def _coerce_option(options_cls: type, key: str, text: str) -> object:
