@@ -106,7 +106,9 @@ def evaluate_policy(
     if seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds}")
     options = dict(options or {})
-    family = make_env(env, **options).family
+    probe = make_env(env, **options)
+    family = probe.family  # which prompt template family the environment uses
+    probe.close()
     engine = HFEngine(
         policy.lm, policy.tokenizer, max_new_tokens=max_new_tokens, temperature=temperature
     )
