@@ -181,3 +181,31 @@ def test_bad_family_message_lists_allowed_values() -> None:
     with pytest.raises(ValueError, match="plan_execute") as info:
         build_prompt(ctx(), "household", "json")  # type: ignore[arg-type]
     assert "react" in str(info.value)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("step", [0, 5])
+def test_without_instructions_keeps_exactly_the_turn_specific_sections(
+    family: str, fmt: str, step: int
+) -> None:
+    full = build_prompt(ctx(step=step), family, fmt)  # type: ignore[arg-type]
+    bare = build_prompt(ctx(step=step), family, fmt, instructions=False)  # type: ignore[arg-type]
+    assert not bare.startswith("You are an expert agent")
+    assert "Rules:" not in bare and "Answer with exactly" not in bare
+    assert "This is your first turn" not in bare
+    # every section of the bare prompt appears, in the same order, in the full one
+    sections = bare.split("\n\n")
+    assert sections[0] == "Your task: put a clean mug in the coffee machine"
+    assert all(s in full for s in sections)
+    positions = [full.index(s) for s in sections]
+    assert positions == sorted(positions)
+    assert "Admissible actions (choose exactly one):\n- go to sink 1" in bare
+    assert ("Current subgoal:" in bare) == (fmt == "plan_execute")
+    assert ("action number 5" in bare) == (step > 0)
+    assert len(bare) < 0.6 * len(full)
+
+
+def test_instructions_must_be_a_bool() -> None:
+    with pytest.raises(ValueError, match="instructions must be true or false"):
+        build_prompt(ctx(), "household", instructions="no")  # type: ignore[arg-type]

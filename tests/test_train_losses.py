@@ -4,6 +4,7 @@ update against a hand-computed loss and AdamW step, and SFT."""
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 
 import numpy as np
@@ -357,6 +358,8 @@ def test_ppo_update_matches_a_hand_computed_loss_and_adamw_step(policy):
     # --- expected loss, row by row without padding, formulas written out ---------------------
     eps = 0.2
     T = int(batch.loss_mask.sum())
+    R = int(batch.resp_offsets[-1])  # KL and entropy cover every response token
+    assert T < R  # the batch has untrained response tokens
     n_head = [int((batch.vt_head == h).sum()) for h in range(2)]
     pg = kl = ent = 0.0
     vl = [0.0, 0.0]
@@ -369,10 +372,13 @@ def test_ppo_update_matches_a_hand_computed_loss_and_adamw_step(policy):
         logits = manual.lm(input_ids=ids).logits[0].float()
         out = manual(ids, torch.ones_like(ids), with_values=True)
         for j in range(ids.shape[1] - P):
-            if not row["loss_mask"][j]:
-                continue
             logq = torch.log_softmax(logits[P + j - 1], -1)
             lp = logq[ids[0, P + j]]
+            d = row["ref_logprobs"][j] - lp
+            kl = kl + (torch.exp(d) - d - 1)
+            ent = ent - (logq.exp() * logq).sum()
+            if not row["loss_mask"][j]:
+                continue
             A = float(row["advantages"][j])
             r = torch.exp(lp - row["old_logprobs"][j])
             surrogate = torch.maximum(-A * r, -A * torch.clamp(r, 1 - eps, 1 + eps))
@@ -380,16 +386,13 @@ def test_ppo_update_matches_a_hand_computed_loss_and_adamw_step(policy):
                 surrogate = torch.minimum(surrogate, torch.tensor(-3.0 * A))
             clipped_tokens += int(bool(-A * torch.clamp(r, 1 - eps, 1 + eps) > -A * r))
             pg = pg + surrogate
-            d = row["ref_logprobs"][j] - lp
-            kl = kl + (torch.exp(d) - d - 1)
-            ent = ent - (logq.exp() * logq).sum()
         for k in torch.nonzero(batch.vt_row == i).reshape(-1).tolist():
             h = int(batch.vt_head[k])
             v = out.values[0, int(batch.vt_pos[k]), h]
             old, t = batch.old_values[k], batch.vt_target[k]
             v_clip = old + torch.clamp(v - old, -0.5, 0.5)
             vl[h] = vl[h] + 0.5 * torch.maximum((v - t) ** 2, (v_clip - t) ** 2) / n_head[h]
-    expected = pg / T + 0.1 * kl / T - 0.01 * ent / T + 0.5 * (vl[0] + vl[1])
+    expected = pg / T + 0.1 * kl / R - 0.01 * ent / R + 0.5 * (vl[0] + vl[1])
     assert 0 < clipped_tokens < T  # the perturbation makes some (not all) tokens clip
 
     # --- one AdamW step by hand on the clipped gradient ---------------------------------------
@@ -420,8 +423,8 @@ def test_ppo_update_matches_a_hand_computed_loss_and_adamw_step(policy):
     m = ppo_update(policy, opt, batch, cfg)
     assert m["loss"] == pytest.approx(expected.item(), rel=1e-5)
     assert m["pg_loss"] == pytest.approx((pg / T).item(), rel=1e-5, abs=1e-7)
-    assert m["kl"] == pytest.approx((kl / T).item(), rel=1e-5)
-    assert m["entropy"] == pytest.approx((ent / T).item(), rel=1e-5)
+    assert m["kl"] == pytest.approx((kl / R).item(), rel=1e-5)
+    assert m["entropy"] == pytest.approx((ent / R).item(), rel=1e-5)
     assert m["value_loss/high"] == pytest.approx((vl[0]).item(), rel=1e-5)
     assert m["value_loss/low"] == pytest.approx((vl[1]).item(), rel=1e-5)
     assert m["clip_frac"] == pytest.approx(clipped_tokens / T)
@@ -498,3 +501,43 @@ def test_expert_examples_on_household(tiny_path):
     # the same arguments give the same examples
     again = expert_examples("household", n_episodes=2, noise=0.3, seed=0, tokenizer=tok)
     assert [e.response for e in again] == [e.response for e in exs]
+
+
+def test_expert_examples_noise_repeats_actions_and_targets_recovery(tiny_path):
+    """Noise executes a non-expert action (half of the time the previous action again, which the
+    household answers "Nothing happens."); the example at the resulting state targets the expert's
+    recovery, never the noise action. Without instructions the prompts are the bare sections."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_path)
+    exs = expert_examples(
+        "household",
+        n_episodes=30,
+        noise=0.5,
+        seed=3,
+        tokenizer=tok,
+        history_len=1,
+        instructions=False,
+    )
+    nothing = [e for e in exs if "Current observation: Nothing happens." in e.prompt]
+    assert len(nothing) >= 10  # repeated actions happened and were recorded
+    for e in nothing:
+        assert not e.prompt.startswith("You are") and "Rules:" not in e.prompt
+        repeated = e.prompt.split("Action: ")[-1].split("\n")[0]
+        action = parse(e.response).action
+        assert action and action != repeated  # the target moves on instead of repeating
+    clean = expert_examples("household", n_episodes=30, noise=0.0, seed=3, tokenizer=tok)
+    assert not any("Current observation: Nothing happens." in e.prompt for e in clean)
+
+
+def test_sft_learning_rate_schedule():
+    from hiper.train.sft import sft_lr_factor
+
+    total, warmup = 100, 10
+    factors = [sft_lr_factor(s, total, warmup) for s in range(total)]
+    assert factors[:warmup] == pytest.approx([(s + 1) / warmup for s in range(warmup)])
+    assert factors[warmup] == pytest.approx(1.0)
+    assert factors[-1] == pytest.approx(0.1)
+    after = factors[warmup:]
+    assert all(a >= b for a, b in itertools.pairwise(after))
+    assert sft_lr_factor(0, 1, 0) == pytest.approx(1.0)

@@ -264,8 +264,8 @@ def evaluate(
 ) -> None:
     """Evaluate any model on an environment's fixed task manifest (paper-table layout).
 
-    Given a run directory, the prompt settings (history, token and turn limits, format) and the
-    environment options default to the run's own ``config.yaml``."""
+    Given a run directory, the prompt settings (history, token and turn limits, format,
+    instructions) and the environment options default to the run's own ``config.yaml``."""
     import dataclasses
 
     from rich.console import Console
@@ -312,6 +312,7 @@ def evaluate(
         max_new_tokens=max_new_tokens,
         history_len=history_len,
         format=fmt,
+        instructions=run_cfg.rollout.instructions if run_cfg else True,
     )
     data = report.to_dict()
     if json_out:

@@ -36,6 +36,7 @@ class RolloutConfig:
     max_turns: int = 50
     history_len: int = 2
     format: Literal["plan_execute", "react"] = "plan_execute"
+    instructions: bool = True  # False: prompts without intro and format rules (build_prompt)
 
     def __post_init__(self) -> None:
         if self.max_turns < 1:
@@ -145,7 +146,13 @@ def _prompt(e: _Episode, family: str, cfg: RolloutConfig) -> str:
         subgoal=e.subgoal,
         admissible=e.step.admissible,
     )
-    return build_prompt(ctx, family=family, format=cfg.format, history_len=cfg.history_len)
+    return build_prompt(
+        ctx,
+        family=family,
+        format=cfg.format,
+        history_len=cfg.history_len,
+        instructions=cfg.instructions,
+    )
 
 
 def _trajectory(e: _Episode, first: EnvStep) -> Trajectory:

@@ -98,6 +98,7 @@ def evaluate_policy(
     max_new_tokens: int = 64,
     history_len: int = 2,
     format: str = "plan_execute",
+    instructions: bool = True,
     workers: int = 16,
     backend: str = "inprocess",
     pool: EnvPool | None = None,
@@ -129,7 +130,12 @@ def evaluate_policy(
                 lambda text: chat_prompt_ids(policy.tokenizer, text),
                 [Task(task_id=t) for t in task_ids],
                 family,
-                RolloutConfig(max_turns=max_turns, history_len=history_len, format=format),
+                RolloutConfig(
+                    max_turns=max_turns,
+                    history_len=history_len,
+                    format=format,
+                    instructions=instructions,
+                ),
             )
             report.runs.append(trajs)
     finally:

@@ -60,6 +60,9 @@ class RolloutSection:
     max_turns: int = 50
     history_len: int = 2
     format: Literal["plan_execute", "react"] = "plan_execute"
+    instructions: bool = (
+        True  # False: leave the intro and format rules out of prompts (tiny models)
+    )
     max_new_tokens: int = 64
     temperature: float = 1.0
     top_p: float = 1.0
@@ -79,7 +82,8 @@ class SFTConfig:
     epochs: int = 1
     batch_rows: int = 32  # examples per optimiser step
     micro_batch_rows: int | None = 8
-    lr: float = 1e-3
+    lr: float = 1e-3  # peak; linear warm-up, then cosine decay to lr / 10 at the last step
+    warmup_steps: int = 0
     seed: int = 1000  # episode seeds seed .. seed + episodes - 1 (disjoint from RL task seeds)
 
     def __post_init__(self) -> None:
@@ -87,6 +91,10 @@ class SFTConfig:
             raise ValueError(f"noise must be in [0, 1], got {self.noise}")
         if self.episodes < 0 or self.epochs < 0 or self.batch_rows < 1:
             raise ValueError("episodes and epochs must be >= 0 and batch_rows >= 1")
+        if self.lr <= 0 or self.warmup_steps < 0:
+            raise ValueError(
+                f"sft.lr must be > 0 and sft.warmup_steps >= 0, got {self.lr}, {self.warmup_steps}"
+            )
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from hiper.train.config import TrainConfig
 from hiper.train.ppo import make_optimizer, ppo_update
 from hiper.train.prepare import prepare_batch
 from hiper.train.runlog import MetricsLogger, TrajectoryLog, atomic_write_text
-from hiper.train.sft import expert_examples, sft_update
+from hiper.train.sft import expert_examples, sft_lr_factor, sft_update
 from hiper.types import SWITCH, Trajectory
 
 Progress = Callable[[str, dict[str, Any]], None]
@@ -193,7 +193,12 @@ class Trainer:
             lambda text: chat_prompt_ids(self.tokenizer, text),
             tasks,
             self.family,
-            RolloutConfig(max_turns=max_turns, history_len=r.history_len, format=r.format),
+            RolloutConfig(
+                max_turns=max_turns,
+                history_len=r.history_len,
+                format=r.format,
+                instructions=r.instructions,
+            ),
         )
 
     # -- stages ---------------------------------------------------------------------------------
@@ -210,6 +215,7 @@ class Trainer:
             s.seed,
             self.tokenizer,
             history_len=cfg.rollout.history_len,
+            instructions=cfg.rollout.instructions,
             options=env_options(cfg, cfg.env.train_split),
         )
         opt = torch.optim.AdamW(self.policy.actor_parameters(), lr=s.lr)
@@ -217,6 +223,9 @@ class Trainer:
         losses = []
         steps = 0
         total = s.epochs * ((len(examples) + s.batch_rows - 1) // s.batch_rows)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: sft_lr_factor(step, total, s.warmup_steps)
+        )
         self.policy.train()
         for _ in range(s.epochs):
             order = list(range(len(examples)))
@@ -224,6 +233,7 @@ class Trainer:
             for i in range(0, len(order), s.batch_rows):
                 batch = [examples[j] for j in order[i : i + s.batch_rows]]
                 out = sft_update(self.policy, opt, batch, s.micro_batch_rows)
+                sched.step()
                 losses.append(out["loss"])
                 steps += 1
                 self.progress("sft", {"step": steps, "total": total, "loss": out["loss"]})
@@ -284,6 +294,7 @@ class Trainer:
             max_new_tokens=r.max_new_tokens,
             history_len=r.history_len,
             format=r.format,
+            instructions=r.instructions,
             pool=self.eval_pool,
         )
         runs = report.runs

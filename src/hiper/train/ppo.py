@@ -1,15 +1,19 @@
 """The PPO update (HAE.md §6): clipped surrogate + k3 KL + entropy bonus + clipped value loss.
 
 Per mini-batch (rows of the :class:`~hiper.train.batch.TrainBatch`), with T the number of trained
-response tokens of the mini-batch and n_h its number of value targets of head h::
+response tokens of the mini-batch, R its number of response tokens (trained or not) and n_h its
+number of value targets of head h::
 
     loss = pg_loss + kl_coef * kl - entropy_coef * entropy + vf_coef * sum_h value_loss_h
-    pg_loss  = (1/T) sum_tokens  dual-clipped PPO surrogate        (losses.policy_loss)
-    kl       = (1/T) sum_tokens  k3(logp, ref_logp)                (losses.kl_k3)
-    entropy  = (1/T) sum_tokens  H_t                               (losses.entropy_bonus)
+    pg_loss  = (1/T) sum_{trained tokens}   dual-clipped PPO surrogate   (losses.policy_loss)
+    kl       = (1/R) sum_{response tokens}  k3(logp, ref_logp)           (losses.kl_k3)
+    entropy  = (1/R) sum_{response tokens}  H_t                          (losses.entropy_bonus)
     value_loss_h = (1/n_h) sum_{targets of h} 0.5 max((v-t)^2, (clip(v, v_old +- c) - t)^2)
 
-Every micro-batch's terms are divided by the *mini-batch* counts T and n_h, so the gradients
+The KL and entropy terms cover the tokens the policy gradient leaves out (a KEEP turn's copied
+subgoal, turn 0's switch): measured on this project's quickstart, leaving them unanchored let the
+response format drift until 93 % of turns were malformed. Every micro-batch's terms are divided
+by the *mini-batch* counts T, R and n_h, so the gradients
 accumulated over micro-batches are exactly the gradient of the mini-batch loss. Then the gradient
 norm of all optimised parameters together is clipped to ``grad_clip`` and the optimiser steps
 (a step whose gradient norm is not finite is skipped and counted in ``skipped_steps``).
@@ -223,6 +227,10 @@ def ppo_update(
             for start in range(0, n, size):
                 mb = select_rows(batch, order[start : start + size])
                 n_tok = torch.tensor(float(max(mb.num_tokens, 1)), device=device)
+                # KL and entropy cover every response token (KEEP copies and turn 0's switch
+                # are not trained by the policy gradient, but must not drift either)
+                n_resp = float(max(int(mb.response_len[mb.real].sum()), 1))
+                n_resp = torch.tensor(n_resp, device=device)
                 counts = mb.head_counts().to(device=device, dtype=torch.float32)
                 if mb.num_tokens == 0 and mb.vt_row.numel() == 0:
                     continue  # nothing to learn from (e.g. only padding rows)
@@ -246,6 +254,7 @@ def ppo_update(
                     )
                     logp = _f32(out.logprobs)
                     mask = micro.loss_mask
+                    resp_mask = micro.response_mask & mb.real[micro.rows].to(device)[:, None]
                     pg, st = policy_loss(
                         logp,
                         micro.old_logprobs,
@@ -261,12 +270,14 @@ def ppo_update(
                     for k, v in st.items():
                         acc(k, v)
                     if micro.ref_logprobs is not None:
-                        kl = masked_sum_mean(kl_k3(logp, micro.ref_logprobs), mask, n_tok)
+                        kl = masked_sum_mean(
+                            kl_k3(logp, micro.ref_logprobs), resp_mask, n_resp
+                        )
                         acc("kl", kl)
                         if cfg.kl_coef > 0:
                             loss = loss + cfg.kl_coef * kl
                     if out.entropy is not None:
-                        ent = entropy_bonus(_f32(out.entropy), mask, n_tok)
+                        ent = entropy_bonus(_f32(out.entropy), resp_mask, n_resp)
                         acc("entropy", ent)
                         if cfg.entropy_coef > 0:
                             loss = loss - cfg.entropy_coef * ent

@@ -24,7 +24,14 @@ from hiper.protocol import PromptContext, build_prompt
 from hiper.train.batch import build_sequence_batch, micro_batches, model_device, pad_token_id
 from hiper.train.losses import masked_sum_mean
 
-__all__ = ["SFTExample", "chat_prompt_ids", "expert_examples", "sft_loss", "sft_update"]
+__all__ = [
+    "SFTExample",
+    "chat_prompt_ids",
+    "expert_examples",
+    "sft_loss",
+    "sft_lr_factor",
+    "sft_update",
+]
 
 
 @dataclass(frozen=True)
@@ -100,6 +107,16 @@ def sft_update(
     return {"loss": total, "tokens": float(n_tok), "grad_norm": gn, "rows": float(len(examples))}
 
 
+def sft_lr_factor(step: int, total: int, warmup: int) -> float:
+    """Learning-rate multiplier for optimiser step ``step`` (0-based) of ``total``: linear warm-up
+    over ``warmup`` steps to 1, then cosine decay to 0.1 at the last step."""
+    if step < warmup:
+        return (step + 1) / warmup
+    span = max(total - warmup - 1, 1)
+    progress = min((step - warmup) / span, 1.0)
+    return 0.1 + 0.45 * (1.0 + math.cos(math.pi * progress))
+
+
 def chat_prompt_ids(tokenizer, prompt: str) -> np.ndarray:
     """``prompt`` as one user message through the chat template, with the generation prompt."""
     ids = tokenizer.apply_chat_template(
@@ -121,6 +138,7 @@ def expert_examples(
     tokenizer,
     history_len: int = 2,
     options: Mapping[str, Any] | None = None,
+    instructions: bool = True,
 ) -> list[SFTExample]:
     """Demonstrations from ``n_episodes`` expert episodes of ``env_name`` (episode i plays
     ``reset(seed=seed + i)``; ``options`` are the environment's options).
@@ -129,8 +147,10 @@ def expert_examples(
     ``history_len`` (observation, executed action) pairs, the observation, the subgoal in force,
     the admissible actions) and, as target, the expert's turn in that state plus EOS.
 
-    Noise: with probability ``noise`` the action *executed* at a step is a uniformly random
-    admissible action instead of the expert's, but the example of that step still targets the
+    Noise: with probability ``noise`` the action *executed* at a step is not the expert's: half of
+    the time it repeats the previous executed action (a policy's commonest mistake; in the
+    household and ALFWorld it is usually a no-op answered "Nothing happens."), otherwise it is a
+    uniformly random admissible action. The example of that step still targets the
     expert's turn, so the model is never taught a random action; the episode then continues from
     the perturbed state, where the expert's next turns show how to recover. The subgoal the next
     prompt shows is the one the agent holds, i.e. the expert's subgoal of the previous turn (the
@@ -173,6 +193,7 @@ def expert_examples(
                     ),
                     family=env.family,
                     history_len=history_len,
+                    instructions=instructions,
                 )
                 text = turn.text()
                 resp = list(tokenizer.encode(text, add_special_tokens=False))
@@ -187,8 +208,8 @@ def expert_examples(
                     )
                 )
                 action = turn.action
-                if noise and res.admissible and rng.random() < noise:
-                    action = rng.choice(res.admissible)
+                if noise and rng.random() < noise:
+                    action = _noise_action(rng, res.admissible, history)
                 history.append((res.observation, action))
                 subgoal = turn.subgoal
                 res = env.step(action)
@@ -196,3 +217,10 @@ def expert_examples(
     finally:
         env.close()
     return out
+
+
+def _noise_action(rng: random.Random, admissible: Sequence[str], history: list[tuple[str, str]]):
+    """A perturbed action: repeat the last executed action, or a random admissible one."""
+    if history and (not admissible or rng.random() < 0.5):
+        return history[-1][1]
+    return rng.choice(admissible) if admissible else ""
