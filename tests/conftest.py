@@ -50,3 +50,40 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(
         out, corpus, vocab_size=1024, hidden_size=64, num_layers=2, num_heads=4, seed=0
     )
+
+
+@pytest.fixture(scope="session")
+def viewer_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real (tiny) training run: tiny model, SFT, 3 PPO iterations with an evaluation each."""
+    from hiper.train.loop import Trainer
+    from tests.helpers import config
+
+    run_dir = tmp_path_factory.mktemp("viewer") / "run"
+    Trainer(config(run_dir, "iterations=3", "rollout.max_turns=4")).run()
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def injected_run(viewer_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of :func:`viewer_run` plus one logged trajectory whose model response and
+    observation are HTML that would run script if rendered as markup."""
+    import shutil
+
+    from hiper.train.runlog import TrajectoryLog
+    from tests.helpers import INJECTED_OBSERVATION, INJECTED_RESPONSE, trajectory
+
+    run_dir = tmp_path_factory.mktemp("injected") / "run"
+    shutil.copytree(viewer_run, run_dir)
+    tr = trajectory(
+        ["SWITCH", "KEEP"],
+        [0.0, 1.0],
+        task_id="household/train/injected/0",
+        observations=[INJECTED_OBSERVATION, "ok"],
+        texts=[INJECTED_RESPONSE, "<switch>KEEP</switch><subgoal>x</subgoal><action>look</action>"],
+        success=True,
+    )
+    tr.task_type = "injected"
+    extras = [[{"adv_action": 1.5, "adv_switch": None}, {"adv_action": -1.5, "adv_switch": 0.3}]]
+    with TrajectoryLog(run_dir, with_tokens=False) as log:
+        log.append(99, "train", [tr], extras=extras)
+    return run_dir

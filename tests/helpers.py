@@ -1,6 +1,8 @@
-"""Builders shared by the tests: Plan–Execute trajectories from compact specs."""
+"""Builders shared by the tests: Plan–Execute trajectories from compact specs, tiny run configs."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 
@@ -60,3 +62,39 @@ def random_trajectories(rng: np.random.Generator, n: int, max_len: int = 9) -> l
             )
         )
     return out
+
+
+#: Overrides of configs/quickstart.yaml that make a whole run (tiny model, SFT, PPO, evaluation)
+#: take seconds.
+TINY = [
+    "model.tiny.vocab_size=600",
+    "model.tiny.hidden_size=32",
+    "model.tiny.num_layers=1",
+    "model.tiny.num_heads=2",
+    "model.tiny.corpus_episodes=12",
+    "env.workers=2",
+    "rollout.tasks_per_iteration=2",
+    "rollout.max_turns=3",
+    "rollout.max_new_tokens=12",
+    "sft.episodes=2",
+    "sft.batch_rows=8",
+    "eval.tasks=2",
+    "eval.every=1",
+    "ppo.micro_batch_rows=4",
+    "logging.tensorboard=false",
+]
+
+
+def config(run_dir: Path, *extra: str):
+    """The quickstart config with :data:`TINY` and ``extra`` overrides, run in ``run_dir``."""
+    from hiper.train.config import load_train_config
+    from tests.conftest import PROJECT_ROOT
+
+    return load_train_config(
+        str(PROJECT_ROOT / "configs" / "quickstart.yaml"), [f"run_dir={run_dir}", *TINY, *extra]
+    )
+
+
+#: Model output and an observation that would run script if a page rendered them as markup.
+INJECTED_RESPONSE = '<img src=x onerror="window.__xss = 1; alert(1)">'
+INJECTED_OBSERVATION = "<script>window.__xss = 2</script><b>bold?</b>"

@@ -15,35 +15,11 @@ import torch
 
 from hiper.config import ConfigError
 from hiper.envs.base import TASK_TYPES
-from hiper.train.config import load_train_config
 from hiper.train.loop import Trainer
 from hiper.train.records import trajectory_from_dict
 from hiper.train.runlog import read_jsonl
 from tests.conftest import PROJECT_ROOT, shared_data_path
-
-TINY = [
-    "model.tiny.vocab_size=600",
-    "model.tiny.hidden_size=32",
-    "model.tiny.num_layers=1",
-    "model.tiny.num_heads=2",
-    "model.tiny.corpus_episodes=12",
-    "env.workers=2",
-    "rollout.tasks_per_iteration=2",
-    "rollout.max_turns=3",
-    "rollout.max_new_tokens=12",
-    "sft.episodes=2",
-    "sft.batch_rows=8",
-    "eval.tasks=2",
-    "eval.every=1",
-    "ppo.micro_batch_rows=4",
-    "logging.tensorboard=false",
-]
-
-
-def config(run_dir: Path, *extra: str):
-    return load_train_config(
-        str(PROJECT_ROOT / "configs" / "quickstart.yaml"), [f"run_dir={run_dir}", *TINY, *extra]
-    )
+from tests.helpers import TINY, config
 
 
 def comparable(rows):

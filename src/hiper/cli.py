@@ -275,6 +275,13 @@ def evaluate(
     ] = None,
     option: Annotated[list[str] | None, typer.Option(help="Environment option key=value.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
+    out: Annotated[
+        str | None,
+        typer.Option(
+            help="Also write report.json and the played trajectories (trajectories.jsonl) to "
+            "this folder; `hiper view` shows it."
+        ),
+    ] = None,
 ) -> None:
     """Evaluate any model on an environment's fixed task manifest (paper-table layout).
 
@@ -343,6 +350,8 @@ def evaluate(
         "max_turns": max_turns,
         "max_new_tokens": max_new_tokens,
     }
+    if out is not None:
+        _write_eval_folder(out, data, report.runs)
     if json_out:
         typer.echo(json.dumps(data, indent=1))
         return
@@ -357,6 +366,60 @@ def evaluate(
             f"{v['score_mean']:.3f} ± {v['score_std']:.3f}",
         )
     Console().print(table)
+
+
+def _write_eval_folder(out: str, data: dict[str, Any], runs: list) -> None:
+    """``out/report.json`` and ``out/trajectories.jsonl`` (one record per episode, with its
+    sampling seed's index in ``info.seed_index``), each written crash-safely."""
+    from pathlib import Path
+
+    from hiper.train.runlog import TrajectoryLog, atomic_write_text
+
+    folder = Path(out)
+    log_path = folder / "trajectories.jsonl"
+    if log_path.exists():
+        raise typer.BadParameter(
+            f"{str(log_path)!r} already exists; choose an empty folder", param_hint="--out"
+        )
+    atomic_write_text(folder / "report.json", json.dumps(data, indent=1))
+    with TrajectoryLog(folder, with_tokens=False) as log:
+        for i, trajs in enumerate(runs):
+            log.append(0, f"eval seed {i}", trajs, extras=[{"seed_index": i}] * len(trajs))
+
+
+@app.command()
+def view(
+    run: Annotated[str, typer.Argument(help="A run folder or a `hiper eval --out` folder.")],
+    out: Annotated[str | None, typer.Option(help="Folder for index.html [RUN/report].")] = None,
+    serve: Annotated[bool, typer.Option(help="Serve the report over HTTP after writing it.")] = (
+        False
+    ),
+    host: Annotated[str, typer.Option(help="Address to bind with --serve.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port for --serve (0: any free port).")] = 8000,
+    max_trajectories: Annotated[
+        int | None, typer.Option(help="Only the last N logged trajectories.")
+    ] = None,
+) -> None:
+    """Write a self-contained HTML report of a run or an evaluation: trajectories as subgoal
+    segments, the credit-assignment lens, learning curves. Opens offline; loads nothing."""
+    from hiper.viz import build_report, make_server
+
+    try:
+        path = build_report(run, out, max_trajectories=max_trajectories)
+    except (FileNotFoundError, ValueError) as e:
+        raise typer.BadParameter(str(e)) from None
+    typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    if not serve:
+        return
+    server = make_server(path.parent, host, port)
+    h, p = server.server_address[:2]
+    typer.echo(f"serving http://{h}:{p}/  (Ctrl-C stops)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
 
 
 def _run_config(model: str):

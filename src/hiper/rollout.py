@@ -169,5 +169,6 @@ def _trajectory(e: _Episode, first: EnvStep) -> Trajectory:
             "task": first.info.get("task", ""),
             "seed": e.task.seed,
             "final_prompt_ids": e.final_prompt_ids,
+            "final_observation": e.step.observation,  # what the last action led to
         },
     )
