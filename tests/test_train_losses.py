@@ -508,6 +508,25 @@ def test_expert_examples_on_household(tiny_path):
     assert [e.response for e in again] == [e.response for e in exs]
 
 
+def test_expert_examples_in_the_flat_react_format(tiny_path):
+    """ReAct demonstrations for the flat baselines: the same expert episodes, the expert's subgoal
+    as the thought, no subgoal in the prompt; the one parser reads them as valid react turns."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_path)
+    pe = expert_examples("household", n_episodes=2, noise=0.0, seed=0, tokenizer=tok)
+    flat = expert_examples("household", 2, 0.0, 0, tok, format="react")
+    assert len(flat) == len(pe)
+    for a, b in zip(pe, flat, strict=True):
+        d_pe, d_flat = parse(a.response), parse(b.response, "react")
+        assert d_flat.valid, d_flat.reason
+        assert (d_flat.think, d_flat.action) == (d_pe.subgoal, d_pe.action)
+        assert b.response == f"<think>{d_pe.subgoal}</think>\n<action>{d_pe.action}</action>"
+        assert "Current subgoal" not in b.prompt and "<switch>" not in b.response
+    with pytest.raises(ValueError, match="unknown format"):
+        expert_examples("household", 1, 0.0, 0, tok, format="flat")
+
+
 def test_expert_examples_noise_repeats_actions_and_targets_recovery(tiny_path):
     """Noise executes a non-expert action (half of the time the previous action again, which the
     household answers "Nothing happens."); the example at the resulting state targets the expert's

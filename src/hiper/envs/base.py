@@ -61,7 +61,13 @@ class ExpertTurn:
     subgoal: str
     action: str
 
-    def text(self) -> str:
+    def text(self, format: str = "plan_execute") -> str:
+        """The turn as a response: Plan–Execute blocks, or for the flat ``react`` format the
+        subgoal as the thought (``<think>subgoal</think>``) and the action."""
+        if format == "react":
+            return f"<think>{self.subgoal}</think>\n<action>{self.action}</action>"
+        if format != "plan_execute":
+            raise ValueError(f"unknown format {format!r}; expected 'plan_execute' or 'react'")
         return (
             f"<switch>{self.switch}</switch>\n<subgoal>{self.subgoal}</subgoal>\n"
             f"<action>{self.action}</action>"

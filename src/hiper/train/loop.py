@@ -217,6 +217,7 @@ class Trainer:
             history_len=cfg.rollout.history_len,
             instructions=cfg.rollout.instructions,
             options=env_options(cfg, cfg.env.train_split),
+            format=cfg.rollout.format,
         )
         opt = torch.optim.AdamW(self.policy.actor_parameters(), lr=s.lr)
         rng = random.Random(s.seed)

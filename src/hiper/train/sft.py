@@ -139,13 +139,17 @@ def expert_examples(
     history_len: int = 2,
     options: Mapping[str, Any] | None = None,
     instructions: bool = True,
+    format: str = "plan_execute",
 ) -> list[SFTExample]:
     """Demonstrations from ``n_episodes`` expert episodes of ``env_name`` (episode i plays
     ``reset(seed=seed + i)``; ``options`` are the environment's options).
 
     Every step yields one example: the prompt the agent would see (task, step count, the last
     ``history_len`` (observation, executed action) pairs, the observation, the subgoal in force,
-    the admissible actions) and, as target, the expert's turn in that state plus EOS.
+    the admissible actions) and, as target, the expert's turn in that state plus EOS, in the
+    prompt ``format``: Plan–Execute blocks, or for the flat ``react`` baselines the expert's subgoal
+    as the thought and its action (``<think>subgoal</think><action>action</action>``; the prompt
+    then carries no subgoal either).
 
     Noise: with probability ``noise`` the action *executed* at a step is not the expert's: half of
     the time it repeats the previous executed action (a policy's commonest mistake; in the
@@ -192,10 +196,11 @@ def expert_examples(
                         admissible=res.admissible,
                     ),
                     family=env.family,
+                    format=format,
                     history_len=history_len,
                     instructions=instructions,
                 )
-                text = turn.text()
+                text = turn.text(format)
                 resp = list(tokenizer.encode(text, add_special_tokens=False))
                 if eos is not None:
                     resp.append(int(eos))
