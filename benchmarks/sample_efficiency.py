@@ -120,9 +120,10 @@ PROFILES = {
         seeds=(0,),
         budget_steps=480,
         eval_every_steps=480,
-        eval_tasks=6,
+        eval_tasks=4,
         episodes_per_iteration=8,
         sft_episodes=40,
+        max_steps=10,
     ),
     # sized for a long run / a larger machine: 3 seeds, 30k steps, evaluation every 3k
     "full": Profile(
@@ -228,20 +229,27 @@ def run_config(run_dir: Path, sft_dir: Path, p: Profile, s: Setting, m: Method, 
 
 def train_run(
     tr: Trainer, p: Profile, start_success: float | None
-) -> tuple[list[list[float]], float | None]:
-    """Train until the step budget; ``[[env steps, held-out success], ...]`` from step 0."""
+) -> tuple[list[list[float]], float | None, list[dict[str, float]]]:
+    """Train until the step budget. Returns ``[[env steps, held-out success], ...]`` from step 0,
+    the SFT start's success, and per iteration the steps, training success and the critic's
+    explained variance per head (for the "why" when a curve stays flat)."""
     start = tr.evaluate(0)["eval/success"] if start_success is None else start_success
     curve = [[0, start]]
+    trace = []
     steps, it, next_eval = 0, 0, p.eval_every_steps
     while steps < p.budget_steps:
         it += 1
         m = tr.train_iteration(it)
         steps += int(m["train/turns"])
+        trace.append(
+            {"steps": steps, "train_success": m["train/success"]}
+            | {k.split("/")[-1]: v for k, v in m.items() if k.startswith("ppo/explained_var/")}
+        )
         if steps >= next_eval or steps >= p.budget_steps:
             curve.append([steps, tr.evaluate(it)["eval/success"]])
             while next_eval <= steps:
                 next_eval += p.eval_every_steps
-    return curve, start
+    return curve, start, trace
 
 
 # -- gradient noise on a shared batch -----------------------------------------------------------
@@ -439,13 +447,14 @@ def study(p: Profile, out: Path) -> dict[str, Any]:
                 try:
                     if seed == p.seeds[0] and m.format not in batches:
                         batches[m.format] = collect_batch(tr, p.noise_tasks, 0)
-                    curve, start = train_run(tr, p, starts.get((m.format, seed)))
+                    curve, start, trace = train_run(tr, p, starts.get((m.format, seed)))
                     starts[(m.format, seed)] = start
                     noise = gradient_noise(tr, batches[m.format]) if seed == p.seeds[0] else None
                 finally:
                     tr.close()
                 results["runs"].setdefault(setting, {}).setdefault(name, {})[str(seed)] = {
                     "curve": curve,
+                    "train": trace,
                     "seconds": time.perf_counter() - t1,
                 }
                 if noise is not None:

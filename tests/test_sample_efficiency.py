@@ -74,6 +74,9 @@ def test_smoke_profile_end_to_end(se, tmp_path):
         curve = saved["runs"]["chain2"][name]["0"]["curve"]
         assert curve[0][0] == 0 and curve[-1][0] >= se.PROFILES["smoke"].budget_steps
         assert all(0.0 <= v <= 1.0 for _, v in curve)
+        trace = saved["runs"]["chain2"][name]["0"]["train"]
+        assert trace and trace[-1]["steps"] == curve[-1][0]
+        assert ("low" in trace[0]) == (name == "hiper_segment_return")  # HAE's critic heads
     noise = saved["noise"]["chain2"]["hiper_segment_return"]
     assert noise["turns"] > 0 and noise["adv_var"] >= 0
     assert res["table"]["chain2"]["grpo"]["reached_80"].endswith("/1")

@@ -297,6 +297,8 @@ def evaluate(
     from hiper.models.policy import load_policy
     from hiper.protocol.prompts import FORMATS
 
+    if out is not None:
+        _check_eval_folder(out)
     run_cfg = _run_config(model)
     fmt = prompt_format or (run_cfg.rollout.format if run_cfg else "plan_execute")
     if instructions is None:
@@ -368,6 +370,17 @@ def evaluate(
     Console().print(table)
 
 
+def _check_eval_folder(out: str) -> None:
+    """Refuse an ``--out`` folder that already holds an evaluation (before evaluating)."""
+    from pathlib import Path
+
+    log_path = Path(out) / "trajectories.jsonl"
+    if log_path.exists():
+        raise typer.BadParameter(
+            f"{str(log_path)!r} already exists; choose an empty folder", param_hint="--out"
+        )
+
+
 def _write_eval_folder(out: str, data: dict[str, Any], runs: list) -> None:
     """``out/report.json`` and ``out/trajectories.jsonl`` (one record per episode, with its
     sampling seed's index in ``info.seed_index``), each written crash-safely."""
@@ -376,11 +389,7 @@ def _write_eval_folder(out: str, data: dict[str, Any], runs: list) -> None:
     from hiper.train.runlog import TrajectoryLog, atomic_write_text
 
     folder = Path(out)
-    log_path = folder / "trajectories.jsonl"
-    if log_path.exists():
-        raise typer.BadParameter(
-            f"{str(log_path)!r} already exists; choose an empty folder", param_hint="--out"
-        )
+    _check_eval_folder(out)
     atomic_write_text(folder / "report.json", json.dumps(data, indent=1))
     with TrajectoryLog(folder, with_tokens=False) as log:
         for i, trajs in enumerate(runs):
