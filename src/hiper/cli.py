@@ -358,7 +358,7 @@ def evaluate(
         typer.echo(json.dumps(data, indent=1))
         return
     table = Table(title=f"{env} / {split}: {len(ids)} tasks x {seeds} seed(s)")
-    for col in ("task type", "episodes", "success %", "score"):
+    for col in ("task type", "tasks", "success %", "score"):
         table.add_column(col, justify="right" if col != "task type" else "left")
     for k, v in sorted(data["results"].items(), key=lambda kv: (kv[0] == "all", kv[0])):
         table.add_row(

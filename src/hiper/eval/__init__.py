@@ -53,7 +53,7 @@ class EvalReport:
                 "success_std": float(np.std(v)),
                 "score_mean": float(np.mean(score[k])),
                 "score_std": float(np.std(score[k])),
-                "episodes": counts.get(k, 0),
+                "episodes": counts.get(k, 0),  # tasks per seed (episodes = this x seeds)
             }
             for k, v in succ.items()
         }
