@@ -15,6 +15,7 @@ import torch
 
 from hiper.config import ConfigError
 from hiper.envs.base import TASK_TYPES
+from hiper.train.config import load_train_config
 from hiper.train.loop import Trainer
 from hiper.train.records import trajectory_from_dict
 from hiper.train.runlog import read_jsonl
@@ -153,15 +154,36 @@ def test_flat_baselines_run(tmp_path, estimator):
         "iterations=1",
         f"algo.estimator={estimator}",
         "algo.config={}",
-        "rollout.format=react",
-        "sft.episodes=0",
+        "rollout.format=react",  # SFT on ReAct demonstrations, then PPO with the flat prompt
         "eval.tasks=1",
     ]
     if estimator != "gae":
         extra.append("rollout.group_size=2")
     Trainer(config(tmp_path / "run", *extra)).run()
     rows = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    assert rows[0]["sft/examples"] > 0
     assert rows[-1]["iteration"] == 1 and "ppo/pg_loss" in rows[-1]
+
+
+@pytest.mark.parametrize(
+    "path", sorted((PROJECT_ROOT / "configs" / "baselines").glob("*.yaml")), ids=lambda p: p.stem
+)
+def test_baseline_presets_are_the_quickstart_but_for_estimator_and_prompt(path):
+    """A baseline preset differs from configs/quickstart.yaml only in its estimator, the flat
+    prompt and the group structure, with the same episodes per iteration."""
+    from hiper.config import to_dict
+
+    quick = to_dict(load_train_config(str(PROJECT_ROOT / "configs" / "quickstart.yaml")))
+    base = to_dict(load_train_config(str(path)))
+    r = base["rollout"]
+    assert r["format"] == "react" and r["tasks_per_iteration"] * r["group_size"] == 16
+    assert base["algo"]["estimator"] == path.stem.removeprefix("household-")
+    for d in (quick, base):
+        for key in ("run_dir", "algo"):
+            d.pop(key)
+        for key in ("format", "tasks_per_iteration", "group_size"):
+            d["rollout"].pop(key)
+    assert base == quick
 
 
 def test_real_alfworld_games_for_a_few_iterations(tmp_path):
