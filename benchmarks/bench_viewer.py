@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from hiper.envs import make_env
+from hiper.envs.base import ExpertTurn
 from hiper.envs.household.expert import expert_demo
 from hiper.protocol import parse
 from hiper.train.runlog import MetricsLogger, TrajectoryLog
@@ -32,10 +33,6 @@ from hiper.types import Trajectory, Turn
 from hiper.viz import build_report
 
 CHROMIUM = "/usr/bin/chromium"
-
-
-def _response(switch: str, subgoal: str, action: str) -> str:
-    return f"<switch>{switch}</switch>\n<subgoal>{subgoal}</subgoal>\n<action>{action}</action>"
 
 
 def _episodes(n_tasks: int, seed: int) -> list[Trajectory]:
@@ -47,18 +44,20 @@ def _episodes(n_tasks: int, seed: int) -> list[Trajectory]:
         tid = env.task_id_for_seed(k)
         if k % 3:
             demo = expert_demo(env, tid, noise=0.2, rng=rng)
-            turns = [
-                Turn(
-                    observation=s.observation,
-                    response_text=_response(s.turn.switch, s.turn.subgoal, s.turn.action),
-                    decision=parse(_response(s.turn.switch, s.turn.subgoal, s.turn.action)),
-                    reward=s.reward,
-                    terminated=s.terminated,
-                    truncated=s.truncated,
-                    subgoal=s.turn.subgoal,
+            turns = []
+            for s in demo.steps:
+                text = s.turn.text()
+                turns.append(
+                    Turn(
+                        observation=s.observation,
+                        response_text=text,
+                        decision=parse(text),
+                        reward=s.reward,
+                        terminated=s.terminated,
+                        truncated=s.truncated,
+                        subgoal=s.turn.subgoal,
+                    )
                 )
-                for s in demo.steps
-            ]
             info = {"task": demo.task, "final_observation": demo.final_observation}
             out.append(Trajectory(demo.task_id, turns, demo.task_type, success=demo.won, info=info))
             continue
@@ -66,7 +65,7 @@ def _episodes(n_tasks: int, seed: int) -> list[Trajectory]:
         first, turns = res.info, []
         while not res.done:
             action = rng.choice(res.admissible)
-            text = _response("KEEP" if turns else "SWITCH", "explore the room", action)
+            text = ExpertTurn("KEEP" if turns else "SWITCH", "explore the room", action).text()
             if rng.random() < 0.1:
                 text = text[: rng.randrange(len(text))]  # a malformed, cut-off response
             obs = res.observation

@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import random
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -45,11 +43,11 @@ import torch
 from hiper.models.policy import load_policy
 from hiper.rollout import Task
 from hiper.train.batch import micro_batches, pad_token_id, select_rows
-from hiper.train.config import load_train_config
+from hiper.train.config import SFTConfig, load_train_config
 from hiper.train.loop import Trainer
 from hiper.train.losses import policy_loss
 from hiper.train.prepare import prepare_batch
-from hiper.train.sft import expert_examples, sft_lr_factor, sft_update
+from hiper.train.sft import expert_examples, train_sft
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "configs" / "quickstart.yaml"
@@ -173,13 +171,17 @@ def shared_sft(out: Path, p: Profile, settings: dict[str, Setting]) -> tuple[Pat
     )
     policy = load_policy(base, reference=False)
     tok = policy.tokenizer
+    # the quickstart's SFT recipe; seed 0 only orders the examples (their episodes are seeded below)
+    recipe = SFTConfig(
+        noise=0.2, batch_rows=16, micro_batch_rows=16, lr=5e-3, warmup_steps=30, seed=0
+    )
     examples = []
     for i, name in enumerate(p.settings):
         for fmt in ("plan_execute", "react"):
             examples += expert_examples(
                 "household",
                 p.sft_episodes,
-                0.2,
+                recipe.noise,
                 10_000 * (i + 1),
                 tok,
                 history_len=1,
@@ -187,15 +189,7 @@ def shared_sft(out: Path, p: Profile, settings: dict[str, Setting]) -> tuple[Pat
                 instructions=False,
                 format=fmt,
             )
-    rng = random.Random(0)
-    rng.shuffle(examples)
-    opt = torch.optim.AdamW(policy.actor_parameters(), lr=5e-3)
-    total = math.ceil(len(examples) / 16)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: sft_lr_factor(s, total, 30))
-    policy.train()
-    for i in range(0, len(examples), 16):
-        sft_update(policy, opt, examples[i : i + 16], 16)
-        sched.step()
+    train_sft(policy, examples, recipe)
     sft_dir = out / "sft_model"
     policy.lm.save_pretrained(sft_dir)
     tok.save_pretrained(sft_dir)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import random
 import shutil
 import time
 from collections import defaultdict
@@ -35,7 +34,7 @@ from hiper.train.config import TrainConfig
 from hiper.train.ppo import make_optimizer, ppo_update
 from hiper.train.prepare import prepare_batch
 from hiper.train.runlog import MetricsLogger, TrajectoryLog, atomic_write_text
-from hiper.train.sft import expert_examples, sft_lr_factor, sft_update
+from hiper.train.sft import expert_examples, train_sft
 from hiper.types import SWITCH, Trajectory
 
 Progress = Callable[[str, dict[str, Any]], None]
@@ -219,28 +218,17 @@ class Trainer:
             options=env_options(cfg, cfg.env.train_split),
             format=cfg.rollout.format,
         )
-        opt = torch.optim.AdamW(self.policy.actor_parameters(), lr=s.lr)
-        rng = random.Random(s.seed)
-        losses = []
-        steps = 0
-        total = s.epochs * ((len(examples) + s.batch_rows - 1) // s.batch_rows)
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda step: sft_lr_factor(step, total, s.warmup_steps)
+        losses = train_sft(
+            self.policy,
+            examples,
+            s,
+            lambda step, total, loss: self.progress(
+                "sft", {"step": step, "total": total, "loss": loss}
+            ),
         )
-        self.policy.train()
-        for _ in range(s.epochs):
-            order = list(range(len(examples)))
-            rng.shuffle(order)
-            for i in range(0, len(order), s.batch_rows):
-                batch = [examples[j] for j in order[i : i + s.batch_rows]]
-                out = sft_update(self.policy, opt, batch, s.micro_batch_rows)
-                sched.step()
-                losses.append(out["loss"])
-                steps += 1
-                self.progress("sft", {"step": steps, "total": total, "loss": out["loss"]})
         m = {
             "sft/examples": float(len(examples)),
-            "sft/steps": float(steps),
+            "sft/steps": float(len(losses)),
             "sft/loss_first": float(losses[0]),
             "sft/loss_last": float(np.mean(losses[-max(1, len(losses) // 10) :])),
             "time/sft_s": time.perf_counter() - t0,

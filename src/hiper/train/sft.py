@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,6 +128,38 @@ def chat_prompt_ids(tokenizer, prompt: str) -> np.ndarray:
     if isinstance(ids, Mapping) or hasattr(ids, "keys"):
         ids = ids["input_ids"]
     return np.asarray(ids, dtype=np.int64).reshape(-1)
+
+
+def train_sft(
+    policy,
+    examples: Sequence[SFTExample],
+    cfg,
+    progress: Callable[[int, int, float], None] | None = None,
+) -> list[float]:
+    """Supervised fine-tuning of ``policy``'s actor on ``examples`` with an ``SFTConfig``
+    (``cfg``): ``cfg.epochs`` passes, each in an order shuffled by ``random.Random(cfg.seed)``,
+    steps of ``cfg.batch_rows`` examples (micro-batches of ``cfg.micro_batch_rows``), AdamW at
+    ``cfg.lr`` with :func:`sft_lr_factor` (linear warm-up over ``cfg.warmup_steps``, cosine decay).
+    ``progress(step, total, loss)`` is called after every step. Returns every step's loss."""
+    opt = torch.optim.AdamW(policy.actor_parameters(), lr=cfg.lr)
+    total = cfg.epochs * ((len(examples) + cfg.batch_rows - 1) // cfg.batch_rows)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: sft_lr_factor(step, total, cfg.warmup_steps)
+    )
+    rng = random.Random(cfg.seed)
+    losses: list[float] = []
+    policy.train()
+    for _ in range(cfg.epochs):
+        order = list(range(len(examples)))
+        rng.shuffle(order)
+        for i in range(0, len(order), cfg.batch_rows):
+            batch = [examples[j] for j in order[i : i + cfg.batch_rows]]
+            out = sft_update(policy, opt, batch, cfg.micro_batch_rows)
+            sched.step()
+            losses.append(out["loss"])
+            if progress is not None:
+                progress(len(losses), total, out["loss"])
+    return losses
 
 
 def expert_examples(
