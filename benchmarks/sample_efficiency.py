@@ -1,7 +1,8 @@
 """Does hierarchy pay? Sample efficiency of HiPER (HAE) against the flat baselines, measured.
 
-    python benchmarks/sample_efficiency.py --profile quick [--out DIR] [--json]
-    python benchmarks/sample_efficiency.py --profile full  [--out DIR] [--json]
+    python benchmarks/sample_efficiency.py --quick [--out DIR] [--json]     # = --profile quick
+    python benchmarks/sample_efficiency.py --profile full --out DIR [--workers N] [--device cuda]
+    python benchmarks/sample_efficiency.py --out DIR --report                # tables from what is done
 
 One shared SFT checkpoint (a tiny model trained on noisy household expert demonstrations of every
 setting, in both prompt formats), then, per setting, method and seed, PPO training from that
@@ -25,13 +26,31 @@ batch per setting and prompt format (collected once by the SFT policy, tasks x 8
 every estimator applies), the method's advantages are computed with its own (trained) critic, the
 policy gradient of its surrogate is taken on 4 disjoint quarters of the batch, and the noise is
 ``mean_i |g_i - g|^2 / |g|^2`` (g the mean of the quarters' gradients; lower is a cleaner estimate).
+The batch is collected in each seed-0 run by the SFT policy before training, with fixed seeds, so
+every method of a prompt format sees the same episodes; ``results.json`` records each batch's
+fingerprint and the report says if two methods' batches differ.
+
+A long run survives interruption. ``--out`` holds the profile (``profile.json``; a different
+profile is refused), the SFT checkpoint (made once), one result file per finished run
+(``runs/<setting>/<method>/seed<k>.json``, written atomically) and each worker's log. Running
+the same command again skips what is done and restarts unfinished runs from their start.
+``--workers N`` trains N runs at once, each in its own process with ``cpu_count / N`` threads;
+``--settings`` / ``--methods`` / ``--seeds`` pick a subset (to share the study between machines);
+``--report`` only rebuilds the table and plots from the runs done so far, marking missing seeds.
+Held-out evaluation also records the mean fraction of subtasks done (``progress``), which moves
+before success does on the chains.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
 import json
+import os
 import shutil
+import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -82,16 +101,17 @@ class Setting:
     max_turns: int
 
 
-def _settings(max_steps: int) -> dict[str, Setting]:
+EVAL_SPLITS = ("eval_out_of_distribution", "eval_in_distribution")
+
+
+def _settings(max_steps: int, eval_split: str = EVAL_SPLITS[0]) -> dict[str, Setting]:
     out = {
         f"chain{k}": Setting(
-            {"chain_depth": k, "max_steps": max_steps},
-            f"chain{k}-eval_out_of_distribution",
-            k * max_steps,
+            {"chain_depth": k, "max_steps": max_steps}, f"chain{k}-{eval_split}", k * max_steps
         )
         for k in (2, 4, 6)
     }
-    out["types"] = Setting({"max_steps": max_steps}, "eval_out_of_distribution", max_steps)
+    out["types"] = Setting({"max_steps": max_steps}, eval_split, max_steps)
     return out
 
 
@@ -110,6 +130,24 @@ class Profile:
         default_factory=lambda: {"vocab_size": 1024, "hidden_size": 128, "num_layers": 2}
     )
     noise_tasks: int = 1  # tasks (x 8 rollouts) of the gradient-noise batch
+    # held-out manifest: unseen rooms (new object and receptacle types) or seen rooms, new tasks
+    eval_split: str = EVAL_SPLITS[0]
+
+    def __post_init__(self) -> None:
+        if self.eval_split not in EVAL_SPLITS:
+            raise ValueError(f"eval_split must be one of {EVAL_SPLITS}, got {self.eval_split!r}")
+        unknown = [x for x in self.methods if x not in METHODS]
+        unknown += [x for x in self.settings if x not in _settings(1)]
+        if unknown:
+            raise ValueError(
+                f"unknown method(s)/setting(s) {unknown}; methods: {sorted(METHODS)}, "
+                f"settings: {sorted(_settings(1))}"
+            )
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Profile:
+        tuples = {"seeds", "settings", "methods"}
+        return cls(**{k: tuple(v) if k in tuples else v for k, v in d.items()})
 
 
 PROFILES = {
@@ -152,11 +190,18 @@ PROFILES = {
 # -- the shared SFT checkpoint ------------------------------------------------------------------
 
 
-def shared_sft(out: Path, p: Profile, settings: dict[str, Setting]) -> tuple[Path, float]:
+def shared_sft(
+    out: Path, p: Profile, settings: dict[str, Setting], device: str = "cpu"
+) -> tuple[Path, float]:
     """A tiny model SFT-trained on noisy expert demos of every setting in both prompt formats
-    (the quickstart's SFT recipe: noise 0.2, one epoch, batch 16, lr 5e-3, 30 warm-up steps)."""
+    (the quickstart's SFT recipe: noise 0.2, one epoch, batch 16, lr 5e-3, 30 warm-up steps).
+    Made once per study folder: ``sft.json`` (written last) marks a finished checkpoint, which
+    is reused. Returns the checkpoint folder and the seconds its training took."""
     from hiper.models.tiny import build_tiny_model, household_corpus
 
+    sft_dir, done = out / "sft_model", out / "sft.json"
+    if done.is_file():
+        return sft_dir, float(json.loads(done.read_text())["seconds"])
     t0 = time.perf_counter()
     torch.manual_seed(0)
     m = p.model
@@ -169,7 +214,7 @@ def shared_sft(out: Path, p: Profile, settings: dict[str, Setting]) -> tuple[Pat
         num_heads=4 if m["hidden_size"] % 4 == 0 else 2,
         seed=0,
     )
-    policy = load_policy(base, reference=False)
+    policy = load_policy(base, reference=False, device=device)
     tok = policy.tokenizer
     # the quickstart's SFT recipe; seed 0 only orders the examples (their episodes are seeded below)
     recipe = SFTConfig(
@@ -189,23 +234,37 @@ def shared_sft(out: Path, p: Profile, settings: dict[str, Setting]) -> tuple[Pat
                 instructions=False,
                 format=fmt,
             )
-    train_sft(policy, examples, recipe)
-    sft_dir = out / "sft_model"
+    losses = train_sft(policy, examples, recipe)
+    shutil.rmtree(sft_dir, ignore_errors=True)  # a half-written one from an interrupted study
     policy.lm.save_pretrained(sft_dir)
     tok.save_pretrained(sft_dir)
-    return sft_dir, time.perf_counter() - t0
+    seconds = time.perf_counter() - t0
+    write_json(done, {"seconds": seconds, "examples": len(examples), "final_loss": losses[-1]})
+    return sft_dir, seconds
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Atomically: a crash leaves the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    tmp.replace(path)
 
 
 # -- one training run ---------------------------------------------------------------------------
 
 
-def run_config(run_dir: Path, sft_dir: Path, p: Profile, s: Setting, m: Method, seed: int):
+def run_config(
+    run_dir: Path, sft_dir: Path, p: Profile, s: Setting, m: Method, seed: int, device: str = "cpu"
+):
     overrides = [
         f"run_dir={run_dir}",
         f"model.path={sft_dir}",
+        f"model.device={device}",
         "sft.episodes=0",
         f"seed={seed}",
         f"env.options={json.dumps(s.options)}",
+        f"env.eval_split={p.eval_split}",
         f"env.eval_manifest={s.manifest}",
         "env.workers=8",
         f"rollout.format={m.format}",
@@ -221,14 +280,17 @@ def run_config(run_dir: Path, sft_dir: Path, p: Profile, s: Setting, m: Method, 
     return load_train_config(str(QUICKSTART), overrides)
 
 
-def train_run(
-    tr: Trainer, p: Profile, start_success: float | None
-) -> tuple[list[list[float]], float | None, list[dict[str, float]]]:
-    """Train until the step budget. Returns ``[[env steps, held-out success], ...]`` from step 0,
-    the SFT start's success, and per iteration the steps, training success and the critic's
-    explained variance per head (for the "why" when a curve stays flat)."""
-    start = tr.evaluate(0)["eval/success"] if start_success is None else start_success
-    curve = [[0, start]]
+def _point(steps: int, metrics: dict[str, float]) -> list[float]:
+    """A curve point: [environment steps, held-out success, held-out subtask progress]."""
+    success = metrics["eval/success"]
+    return [steps, success, metrics.get("eval/subtask_progress", success)]
+
+
+def train_run(tr: Trainer, p: Profile) -> tuple[list[list[float]], list[dict[str, float]]]:
+    """Train until the step budget. Returns the curve (:func:`_point` from step 0, the SFT start)
+    and per iteration the steps, training success and the critic's explained variance per head
+    (for the "why" when a curve stays flat)."""
+    curve = [_point(0, tr.evaluate(0))]
     trace = []
     steps, it, next_eval = 0, 0, p.eval_every_steps
     while steps < p.budget_steps:
@@ -240,10 +302,127 @@ def train_run(
             | {k.split("/")[-1]: v for k, v in m.items() if k.startswith("ppo/explained_var/")}
         )
         if steps >= next_eval or steps >= p.budget_steps:
-            curve.append([steps, tr.evaluate(it)["eval/success"]])
+            curve.append(_point(steps, tr.evaluate(it)))
             while next_eval <= steps:
                 next_eval += p.eval_every_steps
-    return curve, start, trace
+    return curve, trace
+
+
+@dataclass(frozen=True, order=True)
+class RunKey:
+    setting: str
+    method: str
+    seed: int
+
+    def __str__(self) -> str:
+        return f"{self.setting}/{self.method}/{self.seed}"
+
+    @classmethod
+    def parse(cls, text: str) -> RunKey:
+        parts = text.split("/")
+        if len(parts) != 3 or not parts[2].isdigit():
+            raise ValueError(f"a run is SETTING/METHOD/SEED (e.g. chain4/grpo/0), got {text!r}")
+        return cls(parts[0], parts[1], int(parts[2]))
+
+    def result_path(self, out: Path) -> Path:
+        return out / "runs" / self.setting / self.method / f"seed{self.seed}.json"
+
+    def log_path(self, out: Path) -> Path:
+        return out / "logs" / f"{self.setting}-{self.method}-seed{self.seed}.log"
+
+
+def all_runs(p: Profile) -> list[RunKey]:
+    """Seed-major, so that an interrupted study has every method of the first seed first."""
+    return [RunKey(st, m, seed) for seed in p.seeds for st in p.settings for m in p.methods]
+
+
+def batch_fingerprint(trajs) -> str:
+    text = json.dumps([[tr.task_id, [t.response_text for t in tr.turns]] for tr in trajs])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def one_run(out: Path, p: Profile, key: RunKey, device: str = "cpu") -> dict[str, Any]:
+    """Train one (setting, method, seed) from the shared SFT checkpoint and write its result file
+    (atomically, last). An unfinished earlier attempt's working folder is discarded first."""
+    t0 = time.perf_counter()
+    s, m = _settings(p.max_steps, p.eval_split)[key.setting], METHODS[key.method]
+    run_dir = out / "work" / f"{key.setting}-{key.method}-seed{key.seed}"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    tr = Trainer(run_config(run_dir, out / "sft_model", p, s, m, key.seed, device))
+    tr._setup()
+    noise = None
+    try:
+        batch = collect_batch(tr, p.noise_tasks, 0) if key.seed == p.seeds[0] else None
+        curve, trace = train_run(tr, p)
+        if batch is not None:
+            noise = gradient_noise(tr, batch) | {"batch": batch_fingerprint(batch)}
+    finally:
+        tr.close()
+    result = {
+        "curve": curve,
+        "train": trace,
+        "noise": noise,
+        "format": m.format,
+        "seconds": time.perf_counter() - t0,
+    }
+    write_json(key.result_path(out), result)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return result
+
+
+def _describe(key: RunKey, r: dict[str, Any]) -> str:
+    return (
+        f"{key.setting:7s} {key.method:22s} seed {key.seed}: held-out "
+        + " ".join(f"{100 * pt[1]:.0f}%@{pt[0]:.0f}" for pt in r["curve"])
+        + f"  ({r['seconds']:.0f} s)"
+    )
+
+
+def _worker_command(out: Path, key: RunKey, device: str, threads: int) -> list[str]:
+    return [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--out",
+        str(out),
+        "--run",
+        str(key),
+        "--device",
+        device,
+        "--threads",
+        str(threads),
+    ]
+
+
+def run_parallel(
+    out: Path, keys: list[RunKey], workers: int, device: str, threads: int | None
+) -> list[RunKey]:
+    """Each run in its own process, ``workers`` at a time, logging to ``logs/``. Returns the
+    runs that failed (their logs say why); the others' result files are written."""
+    threads = threads or max(1, (os.cpu_count() or 1) // workers)
+    queue, running, failed = list(keys), {}, []
+    while queue or running:
+        while queue and len(running) < workers:
+            key = queue.pop(0)
+            log = key.log_path(out)
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with log.open("w") as fh:
+                running[key] = subprocess.Popen(
+                    _worker_command(out, key, device, threads), stdout=fh, stderr=subprocess.STDOUT
+                )
+        time.sleep(0.5)
+        for key, proc in list(running.items()):
+            if proc.poll() is None:
+                continue
+            del running[key]
+            if proc.returncode == 0 and key.result_path(out).is_file():
+                r = json.loads(key.result_path(out).read_text())
+                print(_describe(key, r), flush=True)
+            else:
+                failed.append(key)
+                print(
+                    f"{key}: FAILED (exit {proc.returncode}); see {key.log_path(out)}", flush=True
+                )
+    return failed
 
 
 # -- gradient noise on a shared batch -----------------------------------------------------------
@@ -321,19 +500,27 @@ def gradient_noise(tr: Trainer, trajs, parts: int = 4) -> dict[str, float]:
 
 def steps_to(curve: list[list[float]], threshold: float) -> float | None:
     """The first evaluated step count with held-out success >= ``threshold`` (None: never)."""
-    return next((float(s) for s, v in curve if v >= threshold - 1e-9), None)
+    return next((float(pt[0]) for pt in curve if pt[1] >= threshold - 1e-9), None)
 
 
 def summarise(results: dict[str, Any]) -> dict[str, Any]:
-    """Per setting and method: final success (mean, std over seeds), mean steps to 50 % / 80 %
-    (over the seeds that reached it; None if none did), and the flat-best / HiPER step ratios."""
+    """Per setting and method: final success and subtask progress (mean, std over the seeds
+    done), mean steps to 50 % / 80 % (over the seeds that reached it; None if none did), and the
+    flat-best / HiPER step ratios."""
     table: dict[str, Any] = {}
     for setting, methods in results["runs"].items():
         rows = {}
         for name, seeds in methods.items():
             curves = [r["curve"] for r in seeds.values()]
             finals = [c[-1][1] for c in curves]
-            row = {"final_mean": float(np.mean(finals)), "final_std": float(np.std(finals))}
+            progress = [c[-1][2] if len(c[-1]) > 2 else c[-1][1] for c in curves]
+            row = {
+                "seeds": len(curves),
+                "final_mean": float(np.mean(finals)),
+                "final_std": float(np.std(finals)),
+                "progress_mean": float(np.mean(progress)),
+                "start_mean": float(np.mean([c[0][1] for c in curves])),
+            }
             for thr in (0.5, 0.8):
                 hits = [steps_to(c, thr) for c in curves]
                 got = [h for h in hits if h is not None]
@@ -361,19 +548,38 @@ def _cell(x: Any, fmt: str = "{:.0f}") -> str:
 
 def markdown(results: dict[str, Any], table: dict[str, Any]) -> str:
     lines = [
-        "| setting | method | final success | steps to 50 % | steps to 80 % | flat-best / HiPER (80 %) | grad noise | Var A |",
-        "|---|---|---|---|---|---|---|---|",
+        "| setting | method | start | final success | final progress | steps to 50 % "
+        "| steps to 80 % | flat-best / HiPER (80 %) | grad noise | Var A |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for setting, rows in table.items():
         for name, r in rows.items():
             gn = results["noise"].get(setting, {}).get(name, {})
             lines.append(
-                f"| {setting} | {name} | {100 * r['final_mean']:.1f} ± {100 * r['final_std']:.1f} % "
+                f"| {setting} | {name} | {100 * r['start_mean']:.1f} % "
+                f"| {100 * r['final_mean']:.1f} ± {100 * r['final_std']:.1f} % "
+                f"| {100 * r['progress_mean']:.1f} % "
                 f"| {_cell(r['steps_to_50'])} ({r['reached_50']}) "
                 f"| {_cell(r['steps_to_80'])} ({r['reached_80']}) "
                 f"| {_cell(r.get('ratio_80'), '{:.2f}x') if not METHODS[name].flat else ''} "
                 f"| {_cell(gn.get('grad_noise'), '{:.2f}')} | {_cell(gn.get('adv_var'), '{:.2f}')} |"
             )
+    lines.append("")
+    lines.append(
+        "Start: held-out success of the SFT checkpoint; progress: mean fraction of subtasks done "
+        "at the last evaluation; (n/m): seeds that reached the threshold / seeds done."
+    )
+    if results.get("missing"):
+        lines.append(
+            f"**Partial:** {len(results['missing'])} of {results['planned']} runs not done: "
+            + ", ".join(results["missing"][:12])
+            + (" ..." if len(results["missing"]) > 12 else "")
+        )
+    for setting, fmts in results.get("batch_mismatch", {}).items():
+        lines.append(
+            f"**Warning:** {setting}: methods of one prompt format saw different noise "
+            f"batches ({fmts}); their noise figures are not comparable."
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -386,19 +592,24 @@ def plot(results: dict[str, Any], out: Path) -> list[Path]:
     paths = []
     for setting, methods in results["runs"].items():
         fig, ax = plt.subplots(figsize=(6.4, 4.0))
+        seeds_done = set()
         for name, seeds in methods.items():
             curves = [r["curve"] for r in seeds.values()]
+            seeds_done.add(len(curves))
             n = min(len(c) for c in curves)
             x = np.mean([[pt[0] for pt in c[:n]] for c in curves], axis=0)
             y = np.array([[pt[1] for pt in c[:n]] for c in curves])
             mean, std = y.mean(0), y.std(0)
             style = "-" if not METHODS[name].flat else "--"
-            ax.plot(x, 100 * mean, style, marker="o", ms=3, label=name)
+            ax.plot(x, 100 * mean, style, marker="o", ms=3, label=f"{name} ({len(curves)})")
             ax.fill_between(x, 100 * (mean - std), 100 * (mean + std), alpha=0.15)
         ax.set_xlabel("environment steps")
         ax.set_ylabel("held-out success (%)")
+        n_seeds = "/".join(str(k) for k in sorted(seeds_done))
         ax.set_title(
-            f"household {setting}: mean ± std over {len(results['profile']['seeds'])} seed(s)"
+            f"household {setting} ({results['profile']['eval_split']}): "
+            f"mean ± std over {n_seeds} seed(s)",
+            fontsize=9,
         )
         ax.set_ylim(-2, 102)
         ax.grid(alpha=0.3)
@@ -414,84 +625,176 @@ def plot(results: dict[str, Any], out: Path) -> list[Path]:
 # -- main ---------------------------------------------------------------------------------------
 
 
-def study(p: Profile, out: Path) -> dict[str, Any]:
-    settings = _settings(p.max_steps)
+def open_study(out: Path, p: Profile | None) -> Profile:
+    """The study folder's profile: written on first use; a different one later is refused."""
+    path = out / "profile.json"
+    if path.is_file():
+        saved = Profile.from_dict(json.loads(path.read_text()))
+        if p is not None and saved != p:
+            diff = {k: (v, getattr(p, k)) for k, v in asdict(saved).items() if v != asdict(p)[k]}
+            raise SystemExit(
+                f"{out} holds a study with another profile (saved vs asked: {diff}); "
+                "use a fresh --out, or leave --profile out to continue the saved one"
+            )
+        return saved
+    if p is None:
+        raise SystemExit(f"{out} holds no study (no profile.json): give --profile or --quick")
     out.mkdir(parents=True, exist_ok=True)
-    work = out / "work"
-    shutil.rmtree(work, ignore_errors=True)
-    t0 = time.perf_counter()
-    sft_dir, sft_s = shared_sft(work, p, settings)
-    results: dict[str, Any] = {
-        "profile": asdict(p),
-        "sft_seconds": sft_s,
-        "runs": {},
-        "noise": {},
+    write_json(path, asdict(p))
+    return p
+
+
+def gather(out: Path, p: Profile) -> dict[str, Any]:
+    """``results.json``'s content from the result files present: curves, noise, what is missing."""
+    results: dict[str, Any] = {"profile": asdict(p), "runs": {}, "noise": {}, "missing": []}
+    batches: dict[str, dict[str, set[str]]] = {}
+    keys = all_runs(p)
+    for key in keys:
+        path = key.result_path(out)
+        if not path.is_file():
+            results["missing"].append(str(key))
+            continue
+        r = json.loads(path.read_text())
+        results["runs"].setdefault(key.setting, {}).setdefault(key.method, {})[str(key.seed)] = r
+        if r.get("noise"):
+            results["noise"].setdefault(key.setting, {})[key.method] = r["noise"]
+            batches.setdefault(key.setting, {}).setdefault(r["format"], set()).add(
+                r["noise"]["batch"]
+            )
+    results["planned"] = len(keys)
+    results["batch_mismatch"] = {
+        st: {f: sorted(v) for f, v in fmts.items() if len(v) > 1}
+        for st, fmts in batches.items()
+        if any(len(v) > 1 for v in fmts.values())
     }
-    for setting in p.settings:
-        s = settings[setting]
-        starts: dict[tuple[str, int], float] = {}  # SFT start per (format, seed): the same model
-        batches: dict[str, Any] = {}
-        for name in p.methods:
-            m = METHODS[name]
-            for seed in p.seeds:
-                t1 = time.perf_counter()
-                run_dir = work / f"{setting}-{name}-{seed}"
-                tr = Trainer(run_config(run_dir, sft_dir, p, s, m, seed))
-                tr._setup()
-                try:
-                    if seed == p.seeds[0] and m.format not in batches:
-                        batches[m.format] = collect_batch(tr, p.noise_tasks, 0)
-                    curve, start, trace = train_run(tr, p, starts.get((m.format, seed)))
-                    starts[(m.format, seed)] = start
-                    noise = gradient_noise(tr, batches[m.format]) if seed == p.seeds[0] else None
-                finally:
-                    tr.close()
-                results["runs"].setdefault(setting, {}).setdefault(name, {})[str(seed)] = {
-                    "curve": curve,
-                    "train": trace,
-                    "seconds": time.perf_counter() - t1,
-                }
-                if noise is not None:
-                    results["noise"].setdefault(setting, {})[name] = noise
-                print(
-                    f"{setting:7s} {name:22s} seed {seed}: held-out "
-                    + " ".join(f"{100 * v:.0f}%@{s_:.0f}" for s_, v in curve)
-                    + f"  ({time.perf_counter() - t1:.0f} s)",
-                    flush=True,
-                )
-    results["seconds"] = time.perf_counter() - t0
+    sft = out / "sft.json"
+    results["sft"] = json.loads(sft.read_text()) if sft.is_file() else None
+    results["train_seconds"] = sum(
+        r["seconds"] for ms in results["runs"].values() for ss in ms.values() for r in ss.values()
+    )
+    return results
+
+
+def report(out: Path, p: Profile) -> dict[str, Any]:
+    results = gather(out, p)
     results["table"] = summarise(results)
     (out / "table.md").write_text(markdown(results, results["table"]))
-    results["plots"] = [str(x) for x in plot(results, out)]
-    (out / "results.json").write_text(json.dumps(results, indent=1))
-    shutil.rmtree(work, ignore_errors=True)
+    results["plots"] = [str(x) for x in plot(results, out)] if results["runs"] else []
+    write_json(out / "results.json", results)
+    return results
+
+
+def study(
+    p: Profile,
+    out: Path,
+    *,
+    workers: int = 1,
+    device: str = "cpu",
+    only: list[RunKey] | None = None,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """Run every run of ``p`` (or ``only`` those) that ``out`` has no result for, then report.
+    ``workers`` > 1: that many runs at once, each in a process of its own."""
+    p = open_study(out, p)
+    t0 = time.perf_counter()
+    shared_sft(out, p, _settings(p.max_steps, p.eval_split), device)
+    todo = [k for k in (only or all_runs(p)) if not k.result_path(out).is_file()]
+    print(f"{len(todo)} run(s) to do in {out}", flush=True)
+    failed: list[RunKey] = []
+    if workers > 1:
+        failed = run_parallel(out, todo, workers, device, threads)
+    else:
+        for key in todo:
+            print(_describe(key, one_run(out, p, key, device)), flush=True)
+    if not failed and not gather(out, p)["missing"]:
+        shutil.rmtree(out / "work", ignore_errors=True)
+    results = report(out, p)
+    results["seconds"] = time.perf_counter() - t0
+    results["failed"] = [str(k) for k in failed]
     return results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--profile", choices=sorted(PROFILES), default="quick")
+    parser.add_argument("--profile", choices=sorted(PROFILES))
+    parser.add_argument("--quick", action="store_true", help="the quick profile (<= 30 min)")
     parser.add_argument("--out", default="runs/sample_efficiency")
+    parser.add_argument("--eval-split", choices=EVAL_SPLITS, help="held-out manifest")
+    parser.add_argument("--workers", type=int, default=1, help="runs trained at once")
+    parser.add_argument("--threads", type=int, help="torch threads per worker")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    parser.add_argument("--settings", help="comma-separated subset to run (default: all)")
+    parser.add_argument("--methods", help="comma-separated subset to run (default: all)")
+    parser.add_argument("--seeds", help="comma-separated subset to run (default: all)")
+    parser.add_argument("--report", action="store_true", help="only rebuild table and plots")
+    parser.add_argument("--run", help=argparse.SUPPRESS)  # SETTING/METHOD/SEED: one worker's run
     parser.add_argument("--json", action="store_true", help="print one JSON object last")
     args = parser.parse_args()
-    res = study(PROFILES[args.profile], Path(args.out))
+    if args.workers < 1:
+        parser.error(f"--workers must be >= 1, got {args.workers}")
+    out = Path(args.out)
+    if args.quick:
+        if args.profile not in (None, "quick"):
+            parser.error("--quick is --profile quick; give one of them")
+        args.profile = "quick"
+    p = PROFILES[args.profile] if args.profile else None
+    if p is None and args.eval_split:
+        parser.error("--eval-split belongs to a profile: give --profile (or --quick) with it")
+    if p is not None and args.eval_split:
+        p = dataclasses.replace(p, eval_split=args.eval_split)
+
+    if args.run:  # a worker process of run_parallel
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        one_run(out, open_study(out, None), RunKey.parse(args.run), args.device)
+        return
+    if args.report:
+        res = report(out, open_study(out, p))
+    else:
+        saved = open_study(out, p)
+        pick = {
+            "setting": args.settings.split(",") if args.settings else saved.settings,
+            "method": args.methods.split(",") if args.methods else saved.methods,
+            "seed": [int(x) for x in args.seeds.split(",")] if args.seeds else saved.seeds,
+        }
+        only = [
+            k
+            for k in all_runs(saved)
+            if k.setting in pick["setting"]
+            and k.method in pick["method"]
+            and k.seed in pick["seed"]
+        ]
+        if not only:
+            parser.error(f"--settings/--methods/--seeds select no run of the profile: {pick}")
+        res = study(
+            saved, out, workers=args.workers, device=args.device, only=only, threads=args.threads
+        )
     print()
-    print(Path(args.out, "table.md").read_text())
+    print((out / "table.md").read_text())
+    sft = res.get("sft") or {}
     print(
-        f"SFT {res['sft_seconds']:.0f} s; whole study {res['seconds'] / 60:.1f} min; plots: "
+        f"SFT {sft.get('seconds', float('nan')):.0f} s; training {res['train_seconds'] / 60:.1f} "
+        f"min over {res['planned'] - len(res['missing'])} of {res['planned']} runs"
+        + (f"; this invocation {res['seconds'] / 60:.1f} min" if "seconds" in res else "")
+        + "; plots: "
         + ", ".join(res["plots"])
     )
+    if res.get("failed"):
+        print(f"FAILED runs (see logs/): {res['failed']}")
     if args.json:
         print(
             json.dumps(
                 {
-                    "profile": args.profile,
-                    "seconds": res["seconds"],
+                    "profile": args.profile or "saved",
+                    "seconds": res.get("seconds"),
+                    "missing": len(res["missing"]),
                     "table": res["table"],
                     "noise": res["noise"],
                 }
             )
         )
+    if res.get("failed"):
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

@@ -295,3 +295,34 @@ def test_manifest_ids_follow_the_configured_task_types():
     assert 0 < len(some) < len(all_ids) and set(some) <= set(all_ids)
     assert all("/look_at_obj_in_light/" in t for t in some)
     assert manifest_task_ids("household", "eval_out_of_distribution", 3, opts) == some[:3]
+
+
+def test_episode_metrics_hand_computed():
+    from hiper.train.loop import episode_metrics
+    from hiper.types import KEEP, SWITCH, Decision, Trajectory, Turn
+
+    def turn(switch, valid=True, **info):
+        d = Decision("plan_execute", switch, "sg", "look", valid, "" if valid else "bad")
+        return Turn("obs", "text", d, info=info)
+
+    # chain of 2: 3 turns, one SWITCH after turn 0, ends with 1 of 2 subtasks done
+    a = Trajectory(
+        "t/a",
+        [turn(None), turn(SWITCH), turn(KEEP, subtasks_done=1, subtasks=2)],
+        task_type="chain2",
+    )
+    # chain of 2, won: 1 turn, 2 of 2 done; one invalid turn
+    b = Trajectory(
+        "t/b", [turn(None, valid=False, subtasks_done=2, subtasks=2)], "chain2", success=True
+    )
+    m = episode_metrics([a, b], "eval")
+    assert m["eval/success"] == 0.5 and m["eval/success/chain2"] == 0.5
+    assert m["eval/episode_length"] == 2.0
+    assert m["eval/invalid_rate"] == pytest.approx(1 / 4)
+    assert m["eval/switch_rate"] == 0.5  # decisions: turns 1 and 2 of a
+    assert m["eval/segment_length"] == pytest.approx(4 / 3)  # 4 turns, segments 2 + 1
+    assert m["eval/subtask_progress"] == pytest.approx((0.5 + 1.0) / 2)
+    # an environment without subtasks (or one episode without the count): no progress figure
+    c = Trajectory("t/c", [turn(None)], "pick")
+    assert "eval/subtask_progress" not in episode_metrics([a, c], "eval")
+    assert episode_metrics([], "eval") == {}

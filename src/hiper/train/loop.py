@@ -72,7 +72,8 @@ def build_base_model(cfg: TrainConfig, run_dir: Path) -> Path:
 
 
 def episode_metrics(trajs: list[Trajectory], prefix: str) -> dict[str, float]:
-    """Success overall and per task type, episode length, switch rate, segment length, invalid rate."""
+    """Success overall and per task type, episode length, switch rate, segment length, invalid
+    rate, and, where the environment reports subtasks (household chains), subtask progress."""
     m: dict[str, float] = {}
     if not trajs:
         return m
@@ -93,6 +94,12 @@ def episode_metrics(trajs: list[Trajectory], prefix: str) -> dict[str, float]:
         )
     segments = sum(1 + sum(t.decision.switch == SWITCH for t in tr.turns[1:]) for tr in trajs)
     m[f"{prefix}/segment_length"] = len(turns) / max(segments, 1)
+    # chain tasks: the fraction of subtasks done, which moves before success does
+    ends = [tr.turns[-1].info for tr in trajs if tr.turns]
+    if ends and len(ends) == len(trajs) and all(e.get("subtasks") for e in ends):
+        m[f"{prefix}/subtask_progress"] = float(
+            np.mean([e["subtasks_done"] / e["subtasks"] for e in ends])
+        )
     return m
 
 

@@ -24,6 +24,7 @@ MANIFESTS: tuple[tuple[str, int | None, int], ...] = (
     ("eval_in_distribution", None, 120),
     ("eval_out_of_distribution", None, 120),
     *(("eval_out_of_distribution", k, 50) for k in range(1, MAX_CHAIN_DEPTH + 1)),
+    *(("eval_in_distribution", k, 50) for k in range(1, MAX_CHAIN_DEPTH + 1)),
 )
 
 
