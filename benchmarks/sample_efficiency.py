@@ -286,10 +286,14 @@ def _point(steps: int, metrics: dict[str, float]) -> list[float]:
     return [steps, success, metrics.get("eval/subtask_progress", success)]
 
 
+# training-batch figures kept per iteration: for the "why" when a curve stays flat
+TRACED = ("success", "subtask_progress", "switch_rate", "segment_length", "invalid_rate")
+
+
 def train_run(tr: Trainer, p: Profile) -> tuple[list[list[float]], list[dict[str, float]]]:
     """Train until the step budget. Returns the curve (:func:`_point` from step 0, the SFT start)
-    and per iteration the steps, training success and the critic's explained variance per head
-    (for the "why" when a curve stays flat)."""
+    and per iteration the steps, the training batch's :data:`TRACED` figures and the critic's
+    explained variance per head."""
     curve = [_point(0, tr.evaluate(0))]
     trace = []
     steps, it, next_eval = 0, 0, p.eval_every_steps
@@ -298,7 +302,8 @@ def train_run(tr: Trainer, p: Profile) -> tuple[list[list[float]], list[dict[str
         m = tr.train_iteration(it)
         steps += int(m["train/turns"])
         trace.append(
-            {"steps": steps, "train_success": m["train/success"]}
+            {"steps": steps}
+            | {f"train_{k}": m[f"train/{k}"] for k in TRACED if f"train/{k}" in m}
             | {k.split("/")[-1]: v for k, v in m.items() if k.startswith("ppo/explained_var/")}
         )
         if steps >= next_eval or steps >= p.budget_steps:

@@ -97,6 +97,8 @@ def test_smoke_profile_end_to_end_resume_and_workers(se, tmp_path):
         trace = saved["runs"]["chain2"][name]["0"]["train"]
         assert trace and trace[-1]["steps"] == curve[-1][0]
         assert ("low" in trace[0]) == (name == "hiper_segment_return")  # HAE's critic heads
+        assert 0 <= trace[0]["train_success"] <= trace[0]["train_subtask_progress"] <= 1
+        assert trace[0]["train_segment_length"] >= 1
     noise = saved["noise"]["chain2"]["hiper_segment_return"]
     assert noise["turns"] > 0 and noise["adv_var"] >= 0 and len(noise["batch"]) == 16
     assert res["table"]["chain2"]["grpo"]["reached_80"].endswith("/1")
