@@ -290,10 +290,13 @@ def _point(steps: int, metrics: dict[str, float]) -> list[float]:
 TRACED = ("success", "subtask_progress", "switch_rate", "segment_length", "invalid_rate")
 
 
-def train_run(tr: Trainer, p: Profile) -> tuple[list[list[float]], list[dict[str, float]]]:
+def train_run(
+    tr: Trainer, p: Profile, partial: Path | None = None
+) -> tuple[list[list[float]], list[dict[str, float]]]:
     """Train until the step budget. Returns the curve (:func:`_point` from step 0, the SFT start)
     and per iteration the steps, the training batch's :data:`TRACED` figures and the critic's
-    explained variance per head."""
+    explained variance per head. ``partial``: rewritten after every evaluation with the curve
+    and trace so far (to watch a long run; the report reads finished runs only)."""
     curve = [_point(0, tr.evaluate(0))]
     trace = []
     steps, it, next_eval = 0, 0, p.eval_every_steps
@@ -310,6 +313,8 @@ def train_run(tr: Trainer, p: Profile) -> tuple[list[list[float]], list[dict[str
             curve.append(_point(steps, tr.evaluate(it)))
             while next_eval <= steps:
                 next_eval += p.eval_every_steps
+            if partial is not None:
+                write_json(partial, {"curve": curve, "train": trace})
     return curve, trace
 
 
@@ -358,7 +363,7 @@ def one_run(out: Path, p: Profile, key: RunKey, device: str = "cpu") -> dict[str
     noise = None
     try:
         batch = collect_batch(tr, p.noise_tasks, 0) if key.seed == p.seeds[0] else None
-        curve, trace = train_run(tr, p)
+        curve, trace = train_run(tr, p, run_dir / "partial.json")
         if batch is not None:
             noise = gradient_noise(tr, batch) | {"batch": batch_fingerprint(batch)}
     finally:
