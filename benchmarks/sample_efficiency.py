@@ -580,12 +580,14 @@ def markdown(results: dict[str, Any], table: dict[str, Any]) -> str:
         "at the last evaluation; (n/m): seeds that reached the threshold / seeds done."
     )
     if results.get("missing"):
+        lines.append("")
         lines.append(
             f"**Partial:** {len(results['missing'])} of {results['planned']} runs not done: "
             + ", ".join(results["missing"][:12])
             + (" ..." if len(results["missing"]) > 12 else "")
         )
     for setting, fmts in results.get("batch_mismatch", {}).items():
+        lines.append("")
         lines.append(
             f"**Warning:** {setting}: methods of one prompt format saw different noise "
             f"batches ({fmts}); their noise figures are not comparable."
