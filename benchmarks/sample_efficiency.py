@@ -410,6 +410,16 @@ def run_parallel(
     runs that failed (their logs say why); the others' result files are written."""
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
     queue, running, failed = list(keys), {}, []
+    try:
+        _drain(out, queue, running, failed, workers, device, threads)
+    finally:  # interrupted (Ctrl-C): stop the workers; their runs restart next time
+        for proc in running.values():
+            proc.kill()
+            proc.wait()
+    return failed
+
+
+def _drain(out, queue, running, failed, workers, device, threads) -> None:
     while queue or running:
         while queue and len(running) < workers:
             key = queue.pop(0)
@@ -432,7 +442,6 @@ def run_parallel(
                 print(
                     f"{key}: FAILED (exit {proc.returncode}); see {key.log_path(out)}", flush=True
                 )
-    return failed
 
 
 # -- gradient noise on a shared batch -----------------------------------------------------------
@@ -769,6 +778,13 @@ def main() -> None:
             "method": args.methods.split(",") if args.methods else saved.methods,
             "seed": [int(x) for x in args.seeds.split(",")] if args.seeds else saved.seeds,
         }
+        for what, names, known in (
+            ("--settings", pick["setting"], saved.settings),
+            ("--methods", pick["method"], saved.methods),
+            ("--seeds", pick["seed"], saved.seeds),
+        ):
+            if unknown := [x for x in names if x not in known]:
+                parser.error(f"{what}: {unknown} not in the study's profile {list(known)}")
         only = [
             k
             for k in all_runs(saved)

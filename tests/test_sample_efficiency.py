@@ -146,6 +146,9 @@ def test_cli_refuses_bad_requests(se, tmp_path):
     assert r.returncode == 2 and "--eval-split belongs to a profile" in r.stderr
     r = run("--quick", "--profile", "full", "--out", str(tmp_path / "y"))
     assert r.returncode == 2 and "--quick is --profile quick" in r.stderr
+    se.open_study(tmp_path / "z", se.PROFILES["smoke"])
+    r = run("--out", str(tmp_path / "z"), "--methods", "grpo,gipgo")
+    assert r.returncode == 2 and "--methods: ['gipgo'] not in the study's profile" in r.stderr
     with pytest.raises(ValueError, match="unknown method"):
         se.Profile.from_dict({**se.dataclasses.asdict(se.PROFILES["smoke"]), "methods": ["ppo"]})
     with pytest.raises(ValueError, match="a run is SETTING/METHOD/SEED"):
