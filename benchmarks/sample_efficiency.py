@@ -66,6 +66,7 @@ from hiper.train.config import SFTConfig, load_train_config
 from hiper.train.loop import Trainer
 from hiper.train.losses import policy_loss
 from hiper.train.prepare import prepare_batch
+from hiper.train.runlog import atomic_write_text
 from hiper.train.sft import expert_examples, train_sft
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -137,11 +138,12 @@ class Profile:
         if self.eval_split not in EVAL_SPLITS:
             raise ValueError(f"eval_split must be one of {EVAL_SPLITS}, got {self.eval_split!r}")
         unknown = [x for x in self.methods if x not in METHODS]
-        unknown += [x for x in self.settings if x not in _settings(1)]
+        known = _settings(1)
+        unknown += [x for x in self.settings if x not in known]
         if unknown:
             raise ValueError(
                 f"unknown method(s)/setting(s) {unknown}; methods: {sorted(METHODS)}, "
-                f"settings: {sorted(_settings(1))}"
+                f"settings: {sorted(known)}"
             )
 
     @classmethod
@@ -245,10 +247,7 @@ def shared_sft(
 
 def write_json(path: Path, obj: Any) -> None:
     """Atomically: a crash leaves the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(obj, indent=1))
 
 
 # -- one training run ---------------------------------------------------------------------------
@@ -652,7 +651,8 @@ def open_study(out: Path, p: Profile | None) -> Profile:
     if path.is_file():
         saved = Profile.from_dict(json.loads(path.read_text()))
         if p is not None and saved != p:
-            diff = {k: (v, getattr(p, k)) for k, v in asdict(saved).items() if v != asdict(p)[k]}
+            asked = asdict(p)
+            diff = {k: (v, asked[k]) for k, v in asdict(saved).items() if v != asked[k]}
             raise SystemExit(
                 f"{out} holds a study with another profile (saved vs asked: {diff}); "
                 "use a fresh --out, or leave --profile out to continue the saved one"
@@ -727,9 +727,9 @@ def study(
     else:
         for key in todo:
             print(_describe(key, one_run(out, p, key, device)), flush=True)
-    if not failed and not gather(out, p)["missing"]:
-        shutil.rmtree(out / "work", ignore_errors=True)
     results = report(out, p)
+    if not failed and not results["missing"]:
+        shutil.rmtree(out / "work", ignore_errors=True)
     results["seconds"] = time.perf_counter() - t0
     results["failed"] = [str(k) for k in failed]
     return results
