@@ -176,12 +176,16 @@ def token_logprobs(
     attention_mask: torch.Tensor | None = None,
     *,
     with_entropy: bool = False,
+    temperature: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Shifted per-token log-probs (and entropies) in float32; see :class:`ForwardOut`.
 
-    ``logits[:, i]`` predicts ``input_ids[:, i + 1]``. Rows are processed in chunks so the float32
-    ``log_softmax`` temporary stays bounded.
+    ``logits[:, i]`` predicts ``input_ids[:, i + 1]``. ``temperature`` gives the log-probs of the
+    tempered distribution ``softmax(logits / temperature)``, the one a sampler at that temperature
+    draws from. Rows are processed in chunks so the float32 ``log_softmax`` temporary stays bounded.
     """
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature!r}")
     b, length, vocab = logits.shape
     if length < 2:
         zeros = logits.new_zeros((b, length), dtype=torch.float32)
@@ -190,7 +194,10 @@ def token_logprobs(
     targets = input_ids[:, 1:].unsqueeze(-1)
     lps, ents = [], []
     for start in range(0, b, rows):
-        lp = torch.log_softmax(logits[start : start + rows, :-1].float(), dim=-1)
+        chunk = logits[start : start + rows, :-1].float()
+        if temperature != 1.0:
+            chunk = chunk / temperature
+        lp = torch.log_softmax(chunk, dim=-1)
         lps.append(lp.gather(-1, targets[start : start + rows]).squeeze(-1))
         if with_entropy:
             ents.append(-(lp.exp() * lp).sum(-1))
@@ -283,35 +290,49 @@ class PolicyModel(nn.Module):
         *,
         with_values: bool = True,
         with_entropy: bool = False,
+        temperature: float = 1.0,
     ) -> ForwardOut:
-        """Per-token log-probs (+ entropies, + values) of ``input_ids``; see :class:`ForwardOut`."""
+        """Per-token log-probs (+ entropies, + values) of ``input_ids``; see :class:`ForwardOut`.
+        Log-probs and entropies are those of the policy sampled at ``temperature``."""
         _check_batch(input_ids, attention_mask)
         positions = position_ids_from_mask(attention_mask)
         need_hidden = with_values and self.critic == "shared"
         logits, hidden = _run_lm(self.lm, input_ids, attention_mask, positions, need_hidden)
         logprobs, entropy = token_logprobs(
-            logits, input_ids, attention_mask, with_entropy=with_entropy
+            logits, input_ids, attention_mask, with_entropy=with_entropy, temperature=temperature
         )
         del logits
-        values = None
-        if with_values:
-            if hidden is None:
-                assert self.critic_backbone is not None
-                hidden = self.critic_backbone(
-                    input_ids=input_ids,
-                    attention_mask=attention_mask,
-                    position_ids=positions,
-                    use_cache=False,
-                ).last_hidden_state
-            values = self.value_head(hidden.float())
-            values = values * attention_mask.unsqueeze(-1).to(values.dtype)
+        values = self._values(input_ids, attention_mask, positions, hidden) if with_values else None
         return ForwardOut(logprobs=logprobs, entropy=entropy, values=values)
+
+    def values(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Only the values ``[B, L, len(heads)]`` (as ``ForwardOut.values``): a separate critic
+        runs its own backbone alone, a shared one the policy's backbone."""
+        _check_batch(input_ids, attention_mask)
+        positions = position_ids_from_mask(attention_mask)
+        hidden = None
+        if self.critic == "shared":
+            _, hidden = _run_lm(self.lm, input_ids, attention_mask, positions, True)
+        return self._values(input_ids, attention_mask, positions, hidden)
+
+    def _values(self, input_ids, attention_mask, positions, hidden) -> torch.Tensor:
+        if hidden is None:
+            assert self.critic_backbone is not None
+            hidden = self.critic_backbone(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=positions,
+                use_cache=False,
+            ).last_hidden_state
+        values = self.value_head(hidden.float())
+        return values * attention_mask.unsqueeze(-1).to(values.dtype)
 
     @torch.no_grad()
     def reference_logprobs(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, temperature: float = 1.0
     ) -> torch.Tensor:
-        """Log-probs under the reference policy (aligned like ``ForwardOut.logprobs``)."""
+        """Log-probs under the reference policy at ``temperature`` (aligned like
+        ``ForwardOut.logprobs``)."""
         _check_batch(input_ids, attention_mask)
         positions = position_ids_from_mask(attention_mask)
         if self.lora is not None:
@@ -324,7 +345,7 @@ class PolicyModel(nn.Module):
                 "this policy was loaded with reference=False: it has no reference model "
                 "(load it with reference=True to get reference log-probs)"
             )
-        return token_logprobs(logits, input_ids, attention_mask)[0]
+        return token_logprobs(logits, input_ids, attention_mask, temperature=temperature)[0]
 
     # ------------------------------------------------------------------ parameter groups
 

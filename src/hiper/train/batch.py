@@ -57,6 +57,9 @@ class TrainBatch:
         ``prompt_len + p - 1``), ``vt_head`` int64 [M] (index into ``heads``), ``vt_target``
         float32 [M], ``old_values`` float32 [M] or None until :func:`fill_from_forward`.
     ``real`` bool [N]: False for rows that only pad the batch (zero weight everywhere).
+    ``temperature``: the sampling temperature of the responses. Old, new and reference log-probs
+    are all taken of ``softmax(logits / temperature)``, the distribution that sampled them, so the
+    PPO ratio and the KL compare like with like.
     """
 
     heads: tuple[str, ...]
@@ -75,6 +78,7 @@ class TrainBatch:
     ref_logprobs: Tensor | None = None
     old_values: Tensor | None = None
     meta: dict = field(default_factory=dict)
+    temperature: float = 1.0
 
     @property
     def num_rows(self) -> int:
@@ -490,11 +494,18 @@ def fill_from_forward(
     reference: bool | None = None,
     values: bool = True,
     max_tokens: int | None = None,
+    logprobs: bool = True,
 ) -> TrainBatch:
-    """Fill ``old_logprobs`` (response tokens), ``ref_logprobs`` (``model.reference_logprobs``,
-    when ``reference``; None: when the model has one, per its ``has_reference``) and ``old_values`` (each value target's head at its position, when
-    ``values`` and the batch has targets), micro-batched, without gradients. The model runs in
-    eval mode (its previous mode is restored). Returns ``batch`` (modified in place)."""
+    """Fill ``old_logprobs`` (response tokens, when ``logprobs``), ``ref_logprobs``
+    (``model.reference_logprobs``, when ``reference``; None: when the model has one, per its
+    ``has_reference``) and ``old_values`` (each value target's head at its position, when
+    ``values`` and the batch has targets), micro-batched, without gradients, all at
+    ``batch.temperature``. ``logprobs=False`` keeps the ``old_logprobs`` already set (the
+    sampler's) and runs the policy only where values need it (a separate critic runs alone).
+    The model runs in eval mode (its previous mode is restored). Returns ``batch`` (modified in
+    place)."""
+    if not logprobs and batch.old_logprobs is None:
+        raise ValueError("logprobs=False keeps the batch's old_logprobs, but none are set")
     if reference is None:
         reference = bool(getattr(model, "has_reference", True))
     device = model_device(model)
@@ -508,18 +519,29 @@ def fill_from_forward(
         for mb in micro_batches(batch, micro_batch_size, max_tokens, pad_token_id(model)):
             ids = mb.input_ids.to(device)
             att = mb.attention_mask.to(device)
-            out = model(ids, att, with_values=want_values, with_entropy=False)
             rm = mb.response_mask.to(device)
-            old[mb.resp_index] = out.logprobs[rm].float().cpu()
+            if logprobs:
+                out = model(
+                    ids,
+                    att,
+                    with_values=want_values,
+                    with_entropy=False,
+                    temperature=batch.temperature,
+                )
+                old[mb.resp_index] = out.logprobs[rm].float().cpu()
+                values_out = out.values
+            elif want_values:
+                values_out = model.values(ids, att)
             if ref is not None:
-                ref_lp = model.reference_logprobs(ids, att)
+                ref_lp = model.reference_logprobs(ids, att, temperature=batch.temperature)
                 ref[mb.resp_index] = ref_lp[rm].float().cpu()
             if old_v is not None and mb.vt_index.numel():
-                if out.values is None:
+                if values_out is None:
                     raise ValueError("the model returned no values but the batch has targets")
-                v = out.values[mb.vt_b.to(device), mb.vt_pos.to(device), mb.vt_head.to(device)]
+                v = values_out[mb.vt_b.to(device), mb.vt_pos.to(device), mb.vt_head.to(device)]
                 old_v[mb.vt_index] = v.float().cpu()
-        batch.old_logprobs = old
+        if logprobs:
+            batch.old_logprobs = old
         if ref is not None:
             batch.ref_logprobs = ref
         if old_v is not None:

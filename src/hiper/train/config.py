@@ -159,6 +159,14 @@ class TrainConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def __post_init__(self) -> None:
+        if self.rollout.top_p != 1.0:
+            # nucleus sampling renormalises over a per-step token set the trainer cannot
+            # reproduce from logits alone: its ratios and KL would belong to another policy
+            raise ConfigError(
+                f"rollout.top_p = {self.rollout.top_p} is not supported for training: PPO needs "
+                "the log-probs of the distribution that sampled; use rollout.top_p=1.0 and lower "
+                "rollout.temperature instead"
+            )
         if self.iterations < 0:
             raise ValueError(f"iterations must be >= 0, got {self.iterations}")
         if self.critic_warmup < 0:

@@ -330,6 +330,8 @@ class Trainer:
             cfg.algo.estimator_config,
             cfg.algo.shaping,
             cfg.ppo.micro_batch_rows,
+            temperature=r.temperature,
+            recompute_old_logprobs=cfg.ppo.recompute_old_logprobs,
         )
         t2 = time.perf_counter()
         self.policy.train()

@@ -89,6 +89,9 @@ class PPOConfig:
     adam_eps: float = 1e-8
     shuffle: bool = True  # shuffle rows before cutting mini-batches (each epoch)
     seed: int = 0
+    # old log-probs: the sampler's own (the policy has not changed since it sampled), or a
+    # second forward pass (True; for a sampler that runs in another precision or engine)
+    recompute_old_logprobs: bool = False
 
     def __post_init__(self) -> None:
         _pos("clip_ratio", self.clip_ratio, allow_zero=False)
@@ -262,6 +265,7 @@ def ppo_update(
                         micro.attention_mask,
                         with_values=want_v,
                         with_entropy=True,
+                        temperature=batch.temperature,
                     )
                     logp = _f32(out.logprobs)
                     mask = micro.loss_mask

@@ -2,7 +2,10 @@
 
 1. Align every response's blocks to tokens (:class:`hiper.protocol.masks.TokenAligner`).
 2. One no-grad forward over all turns (plus the final state of each truncated episode) gives the
-   old log-probs, the reference log-probs and every value the estimator reads, at its position.
+   reference log-probs and every value the estimator reads, at its position. The old log-probs
+   are the sampler's own (recorded at rollout time, at the rollout temperature): the policy has
+   not changed since it sampled, so a second policy forward would only recompute them
+   (``recompute_old_logprobs=True`` does, e.g. when the sampler ran in another precision).
 3. beta_t = pi(SWITCH | s_t, o_{t-1}) from the old log-probs of the switch block.
 4. Reward shaping, the registered estimator, per-token advantages and value targets.
 5. The PPO batch reuses the forward's log-probs and looks its old values up, so no second pass.
@@ -66,7 +69,12 @@ def prepare_batch(
     estimator_config,
     shaping: ShapingConfig,
     micro_batch_rows: int | None = None,
+    *,
+    temperature: float = 1.0,
+    recompute_old_logprobs: bool = False,
 ) -> Prepared:
+    """The PPO batch of ``trajectories``, sampled at ``temperature`` (log-probs of the policy,
+    the old one and the reference are all taken at that temperature)."""
     turns = [t for tr in trajectories for t in tr.turns]
     n = len(turns)
     spans = aligner.align(
@@ -89,6 +97,21 @@ def prepare_batch(
         [t.response_ids for t in turns] + [np.zeros(0, np.int64) for _ in finals],
         heads,
     )
+    probe.temperature = float(temperature)
+    # turns without recorded log-probs (built by hand, or loaded from a log) are re-scored
+    recompute = recompute_old_logprobs or any(t.logprobs is None for t in turns)
+    if not recompute:
+        # the finals rows have no response tokens, so the flat arrays line up
+        sampled = [np.asarray(t.logprobs, np.float32) for t in turns]
+        for i, (t, lp) in enumerate(zip(turns, sampled, strict=True)):
+            if lp.shape != t.response_ids.shape:
+                raise ValueError(
+                    f"turn {i} has {lp.size} sampled log-probs for {t.response_ids.size} response "
+                    "tokens; pass recompute_old_logprobs=True for turns sampled without log-probs"
+                )
+        probe.old_logprobs = torch.from_numpy(
+            np.concatenate(sampled) if sampled else np.zeros(0, np.float32)
+        )
     plen = probe.prompt_len.numpy()
     if probes:
         k = len(probes)
@@ -102,7 +125,7 @@ def prepare_batch(
             np.concatenate([head, np.full(len(finals), heads.index("high"))])
         )
         probe.vt_target = torch.zeros(probe.vt_row.numel(), dtype=torch.float32)
-    fill_from_forward(probe, policy, micro_batch_rows, values=bool(probes))
+    fill_from_forward(probe, policy, micro_batch_rows, values=bool(probes), logprobs=recompute)
     old_lp = probe.old_logprobs.numpy().astype(np.float64)
 
     # beta_t from the switch block's log-probs: P(SWITCH) if sampled, else 1 - P(KEEP)
@@ -135,6 +158,7 @@ def prepare_batch(
     tok = token_advantages(layout, adv, spans)
     targets = turn_value_targets(layout, adv, positions, spans) if probes else {}
     batch = build_train_batch(turns, tok, targets, heads)
+    batch.temperature = probe.temperature
     batch.old_logprobs = probe.old_logprobs[: batch.resp_offsets[-1].item()].clone()
     if probe.ref_logprobs is not None:
         batch.ref_logprobs = probe.ref_logprobs[: batch.resp_offsets[-1].item()].clone()
