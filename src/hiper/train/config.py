@@ -14,6 +14,9 @@ from hiper.config import ConfigError, apply_overrides, from_dict, load_yaml
 from hiper.models.policy import LoraSettings
 from hiper.train.ppo import PPOConfig
 
+#: The evaluation "split" that replays the training pool's tasks with fresh sampling seeds.
+TRAINING_TASKS = "training_tasks"
+
 
 @dataclass(frozen=True)
 class TinyModelConfig:
@@ -57,6 +60,9 @@ class EnvConfig:
 class RolloutSection:
     tasks_per_iteration: int = 16  # distinct tasks per iteration
     group_size: int = 1  # rollouts per task (GRPO/RLOO/GiGPO need > 1)
+    # null: every iteration plays new training tasks; N: a fixed pool of N training tasks, played
+    # in turn (iteration i plays pool tasks i*k .. i*k+k-1 mod N, k = tasks_per_iteration)
+    task_pool: int | None = None
     max_turns: int = 50
     history_len: int = 2
     format: Literal["plan_execute", "react"] = "plan_execute"
@@ -70,6 +76,14 @@ class RolloutSection:
         for name in ("tasks_per_iteration", "group_size", "max_turns", "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.task_pool is not None and (
+            isinstance(self.task_pool, bool)
+            or not isinstance(self.task_pool, int)
+            or self.task_pool < 1
+        ):
+            raise ValueError(
+                f"task_pool must be null or a positive integer, got {self.task_pool!r}"
+            )
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
 
@@ -131,6 +145,9 @@ class EvalConfig:
     temperature: float = 0.4
     seeds: int = 1  # sampling seeds (mean +- std over them)
     max_turns: int | None = None  # default: rollout.max_turns
+    # also evaluated at the start and the end (metrics ``<split>/success``): manifests of other
+    # splits, or ``training_tasks`` (the rollout.task_pool tasks, with fresh sampling seeds)
+    extra_splits: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -173,6 +190,12 @@ class TrainConfig:
             raise ValueError(f"critic_warmup must be >= 0, got {self.critic_warmup}")
         if self.checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
+        wants_pool = TRAINING_TASKS in (self.env.eval_split, *self.eval.extra_splits)
+        if wants_pool and self.rollout.task_pool is None:
+            raise ConfigError(
+                f"evaluating on {TRAINING_TASKS!r} needs a fixed pool of training tasks: set "
+                "rollout.task_pool"
+            )
 
 
 def load_train_config(path: str | None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:

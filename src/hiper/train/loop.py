@@ -30,7 +30,7 @@ from hiper.models.policy import load_policy
 from hiper.protocol.masks import TokenAligner
 from hiper.rollout import RolloutConfig, Task, rollout
 from hiper.train.checkpoint import load_checkpoint, restore_state, save_checkpoint
-from hiper.train.config import TrainConfig
+from hiper.train.config import TRAINING_TASKS, TrainConfig
 from hiper.train.ppo import make_optimizer, ppo_update
 from hiper.train.prepare import prepare_batch
 from hiper.train.runlog import MetricsLogger, TrajectoryLog, atomic_write_text
@@ -47,6 +47,22 @@ def env_options(cfg: TrainConfig, split: str) -> dict[str, Any]:
     if "split" in fields:
         opts["split"] = split
     return opts
+
+
+def training_seeds(cfg: TrainConfig, iteration: int | None) -> list[int]:
+    """The environment seeds of the tasks iteration ``iteration`` plays: new ones every
+    iteration, or, with ``rollout.task_pool`` N, the next ``tasks_per_iteration`` of the pool's N
+    in turn. ``iteration=None``: the whole pool."""
+    r = cfg.rollout
+    base = cfg.seed * 1_000_000
+    if r.task_pool is None:
+        if iteration is None:
+            raise ValueError("the run has no fixed pool of training tasks (rollout.task_pool)")
+        return [base + iteration * r.tasks_per_iteration + j for j in range(r.tasks_per_iteration)]
+    if iteration is None:
+        return [base + j for j in range(r.task_pool)]
+    first = (iteration - 1) * r.tasks_per_iteration
+    return [base + (first + j) % r.task_pool for j in range(r.tasks_per_iteration)]
 
 
 def build_base_model(cfg: TrainConfig, run_dir: Path) -> Path:
@@ -154,7 +170,7 @@ class Trainer:
             backend=cfg.env.backend,
             options=env_options(cfg, cfg.env.train_split),
         )
-        self.eval_pool = None
+        self.eval_sets: dict[str, tuple[EnvPool, list[str]]] = {}
         return start
 
     def _load_fresh(self, path: Path):
@@ -261,29 +277,43 @@ class Trainer:
         self.policy = self._load_fresh(out)
         self.optimizer = make_optimizer(self.policy, self.cfg.ppo)
 
-    def evaluate(self, iteration: int) -> dict[str, float]:
+    def _eval_tasks(self, split: str) -> tuple[EnvPool, list[str]]:
+        """The environment pool and task ids of an evaluation split (made once per run)."""
+        cfg = self.cfg
+        if split not in self.eval_sets:
+            if split == TRAINING_TASKS:
+                pool = self.train_pool
+                probe = make_env(cfg.env.name, **env_options(cfg, cfg.env.train_split))
+                seeds = training_seeds(cfg, None)[: cfg.eval.tasks or None]
+                ids = [probe.task_id_for_seed(s) for s in seeds]
+                probe.close()
+            else:
+                options = env_options(cfg, split)
+                pool = EnvPool(
+                    cfg.env.name, cfg.env.workers, backend=cfg.env.backend, options=options
+                )
+                # filtering by task type resets every manifest task: do it once per run
+                manifest = cfg.env.eval_manifest if split == cfg.env.eval_split else None
+                ids = manifest_task_ids(cfg.env.name, manifest or split, cfg.eval.tasks, options)
+            self.eval_sets[split] = (pool, ids)
+        return self.eval_sets[split]
+
+    def evaluate(self, iteration: int, split: str | None = None) -> dict[str, float]:
+        """Metrics of an evaluation on ``split`` (default ``env.eval_split``, under ``eval/``;
+        any other split under ``<split>/``)."""
         cfg = self.cfg
         e = cfg.eval
-        split = cfg.env.eval_split
-        if self.eval_pool is None:
-            self.eval_pool = EnvPool(
-                cfg.env.name,
-                cfg.env.workers,
-                backend=cfg.env.backend,
-                options=env_options(cfg, split),
-            )
-            # filtering by task type resets every manifest task: do it once per run
-            self.eval_ids = manifest_task_ids(
-                cfg.env.name, cfg.env.eval_manifest or split, e.tasks, env_options(cfg, split)
-            )
-        ids = self.eval_ids
+        main = split is None or split == cfg.env.eval_split
+        split = split or cfg.env.eval_split
+        pool, ids = self._eval_tasks(split)
+        opts_split = cfg.env.train_split if split == TRAINING_TASKS else split
         t0 = time.perf_counter()
         r = cfg.rollout
         report = evaluate_policy(
             self.policy,
             cfg.env.name,
             ids,
-            options=env_options(cfg, split),
+            options=env_options(cfg, opts_split),
             split=split,
             seeds=e.seeds,
             greedy=e.greedy,
@@ -293,24 +323,35 @@ class Trainer:
             history_len=r.history_len,
             format=r.format,
             instructions=r.instructions,
-            pool=self.eval_pool,
+            pool=pool,
         )
         runs = report.runs
-        m = episode_metrics([t for trajs in runs for t in trajs], "eval")
+        prefix = "eval" if main else split
+        m = episode_metrics([t for trajs in runs for t in trajs], prefix)
         if e.seeds > 1:
-            m["eval/success_std"] = float(np.std([np.mean([t.success for t in r]) for r in runs]))
-        m["time/eval_s"] = time.perf_counter() - t0
-        self.trajlog.append(iteration, "eval", runs[0])
+            m[f"{prefix}/success_std"] = float(
+                np.std([np.mean([t.success for t in r]) for r in runs])
+            )
+        m[f"time/{prefix}_s"] = time.perf_counter() - t0
+        if main:
+            self.trajlog.append(iteration, "eval", runs[0])
+        return m
+
+    def evaluate_all(self, iteration: int) -> dict[str, float]:
+        """The main evaluation and every ``eval.extra_splits`` one (start and end of a run)."""
+        m = self.evaluate(iteration)
+        for split in self.cfg.eval.extra_splits:
+            if split != self.cfg.env.eval_split:
+                m.update(self.evaluate(iteration, split))
         return m
 
     def train_iteration(self, it: int) -> dict[str, float]:
         cfg = self.cfg
         r = cfg.rollout
         t0 = time.perf_counter()
-        base = cfg.seed * 1_000_000 + it * r.tasks_per_iteration
         tasks = [
-            Task(seed=base + j, group_id=f"{it}:{j}")
-            for j in range(r.tasks_per_iteration)
+            Task(seed=s, group_id=f"{it}:{j}")
+            for j, s in enumerate(training_seeds(cfg, it))
             for _ in range(r.group_size)
         ]
         trajs = self._play(
@@ -366,7 +407,7 @@ class Trainer:
         try:
             if start == 0:
                 m = self.sft()
-                m.update(self.evaluate(0))
+                m.update(self.evaluate_all(0))
                 self.metrics.log(0, m)
                 self.progress("eval", {"iteration": 0, **m})
                 save_checkpoint(
@@ -380,7 +421,9 @@ class Trainer:
             last = {}
             for it in range(start, cfg.iterations + 1):
                 m = self.train_iteration(it)
-                if it == cfg.iterations or (cfg.eval.every and it % cfg.eval.every == 0):
+                if it == cfg.iterations:
+                    m.update(self.evaluate_all(it))
+                elif cfg.eval.every and it % cfg.eval.every == 0:
                     m.update(self.evaluate(it))
                 self.metrics.log(it, m)
                 self.progress("iteration", {"iteration": it, **m})
@@ -396,9 +439,10 @@ class Trainer:
             self.close()
 
     def close(self) -> None:
-        for pool in (getattr(self, "train_pool", None), getattr(self, "eval_pool", None)):
-            if pool is not None:
-                pool.close()
+        pools = [getattr(self, "train_pool", None)]
+        pools += [pool for pool, _ in getattr(self, "eval_sets", {}).values()]
+        for pool in dict.fromkeys(p for p in pools if p is not None):
+            pool.close()
         if getattr(self, "metrics", None) is not None:
             self.metrics.close()
 
@@ -433,4 +477,12 @@ def _summary(run_dir: Path) -> dict[str, Any]:
         out["eval_success_start"] = evals[0][1]
         out["eval_success_end"] = evals[-1][1]
         out["eval_success_gain_pp"] = 100.0 * (evals[-1][1] - evals[0][1])
+    # the other evaluation splits (start and end of the run)
+    extra = sorted(
+        {k[: -len("/success")] for r in rows for k in r if k.endswith("/success")}
+        - {"eval", "train"}
+    )
+    for split in extra:
+        pts = [(r["iteration"], r[f"{split}/success"]) for r in rows if f"{split}/success" in r]
+        out[split] = {"evals": pts, "start": pts[0][1], "end": pts[-1][1]}
     return out
