@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from pathlib import Path
@@ -13,11 +14,26 @@ from hiper.cli import app
 from hiper.envs import TextEnv, load_manifest, make_env
 from hiper.envs.household import TASK_TYPES, HouseholdOptions, expert_demo, make_scenario
 from hiper.envs.household.engine import NOTHING, World
-from hiper.envs.household.manifest import MANIFESTS, build, write_all
-from hiper.envs.household.tasks import Subtask, custom_scenario
+from hiper.envs.household.manifest import (
+    MANIFESTS,
+    SPLIT_VERSIONS,
+    VERSION,
+    build,
+    manifest_name,
+    write_all,
+)
+from hiper.envs.household.tasks import (
+    SPLIT_LAYOUTS,
+    SPLITS,
+    Subtask,
+    custom_scenario,
+    generator_seed,
+)
 from hiper.envs.household.world import (
     FAMILIES,
+    HELD_OUT_LAYOUTS,
     LAYOUTS_PER_TEMPLATE,
+    OBJECTS,
     TEMPLATES,
     get_layout,
     natkey,
@@ -72,12 +88,25 @@ def test_expert_wins_chains(depth):
     assert sum(lengths) / len(lengths) > 5 * depth  # the horizon grows with k
 
 
-def test_expert_wins_every_manifest_task():
-    for split, depth, _n in MANIFESTS:
+def test_expert_wins_every_task_of_every_manifest_file():
+    """Every task id of every committed ``household*.json`` manifest (1,260 tasks, < 1 s)."""
+    files = sorted(MANIFEST_DIR.glob("household*.json"))
+    assert len(files) == len(MANIFESTS) == 21
+    played = 0
+    for path in files:
+        data = json.loads(path.read_text())
+        env_name, split = data["env"], data["split"]
+        assert path.name == f"{env_name}-{split}.json"
+        depth = int(env_name.removeprefix("household-chain")) if "chain" in env_name else None
         env = make_env("household", split=split, chain_depth=depth)
-        for tid in load_manifest(env.manifest_key, split).task_ids:
-            _, end = play_expert(env, tid)
-            assert end.info["won"], tid
+        assert env.manifest_key == env_name
+        for tid in data["task_ids"]:
+            record, end = play_expert(env, tid)
+            assert end.info["won"] and end.terminated and not end.truncated, tid
+            assert end.info["subtasks_done"] == end.info["subtasks"] == (depth or 1), tid
+            assert len(record) <= end.info["max_steps"], tid
+            played += 1
+    assert played == 3 * (120 + 6 * 50)
 
 
 def test_expert_takes_over_after_random_actions():
@@ -527,7 +556,58 @@ def test_bad_task_ids_are_clear_errors():
             env.reset(task_id=bad)
 
 
-def test_splits_use_disjoint_rooms():
+def _types(s) -> tuple[set[str], set[str]]:
+    """(receptacle types, object types) a scenario shows: its room, its objects, its goal."""
+    receps = set(s.layout.rtype.values()) | {t.recep for t in s.subtasks if t.recep}
+    objects = set(s.otype.values()) | {t.obj for t in s.subtasks}
+    return receps, objects
+
+
+def _manifest_ids(split: str) -> list[str]:
+    """Every task id of ``split``'s manifests (single tasks and chains of every depth)."""
+    return [
+        tid
+        for s, depth, _n in MANIFESTS
+        if s == split
+        for tid in load_manifest(manifest_name(depth), split).task_ids
+    ]
+
+
+def test_held_out_rooms_are_new_rooms_of_the_training_templates():
+    for template in FAMILIES["seen"]:
+        training = [get_layout(template, n) for n in range(LAYOUTS_PER_TEMPLATE)]
+        held_out = [
+            get_layout(template, n)
+            for n in range(LAYOUTS_PER_TEMPLATE, LAYOUTS_PER_TEMPLATE + HELD_OUT_LAYOUTS)
+        ]
+        assert not any(layout.held_out for layout in training)
+        assert all(layout.held_out and layout.family == "seen" for layout in held_out)
+        train_lists = {layout.signature for layout in training}
+        train_sets = {frozenset(layout.receptacles) for layout in training}
+        # neither the receptacle list (room order) nor even the receptacle set of a training room
+        assert not {layout.signature for layout in held_out} & train_lists
+        assert not {frozenset(layout.receptacles) for layout in held_out} & train_sets
+        assert len({frozenset(layout.receptacles) for layout in held_out}) == HELD_OUT_LAYOUTS
+        # same words: every receptacle type is one of the template's, counts within its ranges
+        ranges = {rt: (lo, hi) for rt, lo, hi in TEMPLATES[template].receptacles}
+        for layout in held_out:
+            for rt, names in layout.by_type.items():
+                assert ranges[rt][0] <= len(names) <= ranges[rt][1]
+            assert all(ranges[rt][0] == 0 for rt in set(ranges) - set(layout.by_type))
+    for template, bad in [
+        ("kitchen", -1),
+        ("kitchen", LAYOUTS_PER_TEMPLATE + HELD_OUT_LAYOUTS),
+        ("kitchen", "3"),
+        ("study", LAYOUTS_PER_TEMPLATE),  # held-out rooms exist for the seen templates only
+    ]:
+        with pytest.raises(ValueError, match="layout number"):
+            get_layout(template, bad)
+    assert SPLIT_LAYOUTS["eval_out_of_distribution"] == range(
+        LAYOUTS_PER_TEMPLATE, LAYOUTS_PER_TEMPLATE + HELD_OUT_LAYOUTS
+    )
+
+
+def test_split_rooms_and_vocabulary():
     seen = {
         get_layout(t, n).signature for t in FAMILIES["seen"] for n in range(LAYOUTS_PER_TEMPLATE)
     }
@@ -535,25 +615,78 @@ def test_splits_use_disjoint_rooms():
         get_layout(t, n).signature for t in FAMILIES["unseen"] for n in range(LAYOUTS_PER_TEMPLATE)
     }
     assert seen.isdisjoint(unseen)
-    seen_types = {r for t in FAMILIES["seen"] for r, _, _ in TEMPLATES[t].receptacles}
-    seen_objects = {o for t in FAMILIES["seen"] for o in TEMPLATES[t].objects}
-    train_rooms = set()
+    # The training split: training rooms of the seen templates, and the words it shows.
+    train_rooms, train_receps, train_objects = set(), set(), set()
+    envs = [make_env("household"), *(make_env("household", chain_depth=k) for k in range(1, 7))]
     for seed in range(1500):
-        s = make_scenario(make_env("household").task_id_for_seed(seed))
-        assert s.layout.family == "seen"
-        train_rooms.add(s.layout.signature)
+        for env in (envs[0], envs[1 + seed % 6]):
+            s = make_scenario(env.task_id_for_seed(seed))
+            assert s.layout.family == "seen" and not s.layout.held_out
+            train_rooms.add(s.layout.signature)
+            receps, objects = _types(s)
+            train_receps |= receps
+            train_objects |= objects
     assert train_rooms <= seen
-    ood_objects = set()
-    for split in ("eval_in_distribution", "eval_out_of_distribution"):
-        for tid in load_manifest("household", split).task_ids:
-            s = make_scenario(tid)
-            if split == "eval_in_distribution":
-                assert s.layout.signature in seen  # seen rooms, new tasks
-            else:
-                assert s.layout.signature not in train_rooms and s.layout.family == "unseen"
-                assert set(s.layout.rtype.values()) - seen_types  # an unseen receptacle type
-                ood_objects |= set(s.otype.values()) - seen_objects
-    assert ood_objects  # unseen object types appear too
+    seen_types = {r for t in FAMILIES["seen"] for r, _, _ in TEMPLATES[t].receptacles}
+    seen_objects = {o for t in FAMILIES["seen"] for o in TEMPLATES[t].objects} | {"desklamp"}
+    assert train_receps == seen_types and train_objects == seen_objects
+
+    # eval_in_distribution: the training rooms, new tasks.
+    for tid in _manifest_ids("eval_in_distribution"):
+        assert make_scenario(tid).layout.signature in seen
+    # eval_out_of_distribution: rooms no training room equals, every word known from train.
+    ood_rooms = set()
+    for tid in _manifest_ids("eval_out_of_distribution"):
+        s = make_scenario(tid)
+        assert s.layout.family == "seen" and s.layout.held_out, tid
+        assert s.layout.signature not in seen, tid  # not any training room as a receptacle list
+        receps, objects = _types(s)
+        assert receps <= train_receps and objects <= train_objects, tid
+        ood_rooms.add(s.layout.signature)
+    assert len(ood_rooms) > 40
+    # eval_novel_objects: unseen templates, novel receptacle and object types.
+    novel_objects = set()
+    for tid in _manifest_ids("eval_novel_objects"):
+        s = make_scenario(tid)
+        assert s.layout.family == "unseen" and s.layout.signature not in seen, tid
+        receps, objects = _types(s)
+        assert receps - train_receps, tid  # every room has a receptacle type train never shows
+        novel_objects |= objects - train_objects
+    assert novel_objects  # object types train never shows appear too
+    assert novel_objects <= set(OBJECTS) - seen_objects
+
+
+def _digest(ids) -> str:
+    h = hashlib.sha256()
+    for tid in ids:
+        s = make_scenario(tid)
+        h.update(repr((s.layout.signature, s.task, s.placement)).encode())
+    return h.hexdigest()
+
+
+def test_episodes_are_pinned():
+    """The episodes of train and eval_in_distribution did not change in manifest version 2, and
+    eval_novel_objects replays the version-1 eval_out_of_distribution episodes (digests computed
+    with the version-1 generator). A change here changes what results mean: bump the version."""
+    train = [
+        f"household/train/{kind}/{seed}"
+        for seed in range(50)
+        for kind in (*TASK_TYPES, *(f"chain{d}" for d in range(1, 7)))
+    ]
+    assert _digest(train) == "19b395e3f76f8b50368dc98188f30b05419b9cecfb1b08d372ec240909366761"
+    assert _digest(_manifest_ids("eval_in_distribution")) == (
+        "be8de2ce73388b67bb41f6bcc8ef7a5e2ada049fd638e580e94004a6b32fe0f1"
+    )
+    novel = _manifest_ids("eval_novel_objects")
+    assert _digest(novel) == "6ad490c97c282c42f8fbffa296d31236d58122aa81350bfc4b872279e3bf647a"
+    # same kinds and seeds as the version-1 eval_out_of_distribution manifests
+    ood = _manifest_ids("eval_out_of_distribution")
+    assert [t.replace("/eval_novel_objects/", "/eval_out_of_distribution/") for t in novel] == ood
+    tid = "household/eval_novel_objects/chain3/7"
+    assert generator_seed(tid) == "household/eval_out_of_distribution/chain3/7"
+    assert generator_seed("household/train/chain3/7") == "household/train/chain3/7"
+    new = "household/eval_out_of_distribution/chain3/7"
+    assert generator_seed(new) not in {generator_seed(tid), new}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -592,13 +725,27 @@ def test_manifests_are_reproducible(tmp_path):
         committed = (MANIFEST_DIR / f"{manifest.env}-{split}.json").read_text()
         assert committed == manifest.to_json() + "\n"
         loaded = load_manifest(manifest.env, split)
-        assert loaded.task_ids == manifest.task_ids and loaded.version == 1
+        assert loaded == manifest and loaded.version == SPLIT_VERSIONS[split]
         assert len(set(manifest.task_ids)) == n
         if depth is None:
             kinds = [tid.split("/")[2] for tid in manifest.task_ids]
             assert all(kinds.count(k) == n // 6 for k in TASK_TYPES)
     for path in write_all(tmp_path):
         assert path.read_text() == (MANIFEST_DIR / path.name).read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        p.name for p in MANIFEST_DIR.glob("household*.json")
+    )
+    # version 2 redefined eval_out_of_distribution and added eval_novel_objects
+    assert VERSION == 2 == max(SPLIT_VERSIONS.values()) and set(SPLIT_VERSIONS) == set(SPLITS)
+    assert load_manifest("household", "eval_out_of_distribution").version == 2
+    assert load_manifest("household-chain4", "eval_novel_objects").version == 2
+    assert load_manifest("household", "eval_in_distribution").version == 1
+    n = {s: len(load_manifest("household", s).task_ids) for s in SPLITS if s != "train"}
+    assert n == {
+        "eval_in_distribution": 120,
+        "eval_out_of_distribution": 120,
+        "eval_novel_objects": 120,
+    }
 
 
 def test_cli_play_expert_json():
@@ -628,6 +775,9 @@ def test_cli_play_manifest_options_and_random():
         runner.invoke(app, [*args, "--episodes", "500", "-o", "chain_depth=2"]).output
     )
     assert report["episodes"] == 50 and report["success_rate"] == 1.0  # the chain2 manifest
+    novel = [*args[:-1], "eval_novel_objects", "--episodes", "12"]
+    report = json.loads(runner.invoke(app, novel).output)
+    assert report["episodes"] == 12 and report["success_rate"] == 1.0  # the first manifest tasks
     result = runner.invoke(
         app,
         [
@@ -700,3 +850,13 @@ def test_cli_play_human_session():
     )
     eof = runner.invoke(app, ["play", "household", "--task", tid], input="")
     assert eof.exit_code == 0 and "bye" in eof.output
+
+
+def test_cli_eval_records_the_manifest_and_its_version(tiny_model_dir):
+    args = ["eval", "--model", str(tiny_model_dir), "--tasks", "1", "--seeds", "1", "--greedy"]
+    args += ["--max-turns", "1", "--json", "--split", "eval_out_of_distribution"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output[result.output.index("{") :])
+    assert report["manifest"] == {"name": "household-eval_out_of_distribution", "version": 2}
+    assert report["split"] == "eval_out_of_distribution" and report["tasks"] == 1

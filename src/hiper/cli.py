@@ -68,7 +68,12 @@ def play(
     json_out: bool = typer.Option(
         False, "--json", help="Run without printing steps and report JSON (expert/random)."
     ),
-    split: str | None = typer.Option(None, "--split", help="Split option of the env."),
+    split: str | None = typer.Option(
+        None,
+        "--split",
+        help="Split option of the env (household: train | eval_in_distribution | "
+        "eval_out_of_distribution | eval_novel_objects).",
+    ),
     option: Annotated[
         list[str] | None,
         typer.Option("--option", "-o", help="Env option key=value (repeatable)."),
@@ -242,9 +247,14 @@ def sft(
 def evaluate(
     model: Annotated[str, typer.Option(help="A model folder, a saved policy or a run directory.")],
     env: Annotated[str, typer.Option(help="Environment name.")] = "household",
-    split: Annotated[str, typer.Option(help="Split (its fixed task manifest is played).")] = (
-        "eval_out_of_distribution"
-    ),
+    split: Annotated[
+        str,
+        typer.Option(
+            help="Split (its fixed task manifest is played). household: eval_in_distribution "
+            "(training rooms), eval_out_of_distribution (held-out rooms, training vocabulary), "
+            "eval_novel_objects (unseen room, receptacle and object types)."
+        ),
+    ] = "eval_out_of_distribution",
     manifest: Annotated[str | None, typer.Option(help="Manifest name if not the split.")] = None,
     seeds: Annotated[int, typer.Option(help="Sampling seeds (mean +- std).")] = 3,
     greedy: Annotated[bool, typer.Option(help="Greedy decoding instead of sampling.")] = False,
@@ -292,7 +302,7 @@ def evaluate(
     from rich.console import Console
     from rich.table import Table
 
-    from hiper.envs.base import get_env_spec
+    from hiper.envs.base import get_env_spec, load_manifest
     from hiper.eval import evaluate_policy, manifest_task_ids, resolve_model
     from hiper.models.policy import load_policy
     from hiper.protocol.prompts import FORMATS
@@ -326,6 +336,7 @@ def evaluate(
         if "split" in {f.name for f in dataclasses.fields(spec.options)}:
             opts["split"] = split
         ids = manifest_task_ids(env, manifest or split, tasks, opts)
+        manifest_version = load_manifest(env, manifest or split).version
         policy = load_policy(resolve_model(model))
     except (ValueError, FileNotFoundError) as e:
         raise typer.BadParameter(str(e)) from None
@@ -345,6 +356,8 @@ def evaluate(
         instructions=instructions,
     )
     data = report.to_dict()
+    # which task list, at which version: results on a manifest are comparable at equal versions
+    data["manifest"] = {"name": f"{env}-{manifest or split}", "version": manifest_version}
     data["prompt"] = {
         "format": fmt,
         "instructions": instructions,

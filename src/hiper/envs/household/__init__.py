@@ -4,8 +4,13 @@ Rooms hold receptacles (``countertop 1``, ``cabinet 3``, ``fridge 1``; openable 
 closed) and objects (``apple 1``, ``mug 2``, ``desklamp 1``). The agent types ALFWorld commands
 (``go to``, ``open``, ``close``, ``take O from R``, ``move O to R``, ``clean``/``heat``/``cool O with
 R``, ``use``, ``examine``, ``look``, ``inventory``) and solves one of the six ALFWorld task types or
-a chain of k of them. See :mod:`.world` (rooms and splits), :mod:`.tasks` (task ids, goals),
+a chain of k of them. See :mod:`.world` (rooms), :mod:`.tasks` (splits, task ids, goals),
 :mod:`.engine` (commands), :mod:`.expert` (the planner) and :mod:`.manifest` (evaluation sets).
+
+Splits: ``train``; ``eval_in_distribution`` (the training rooms, new tasks);
+``eval_out_of_distribution`` (held-out rooms built only from the training vocabulary, like
+ALFWorld's ``valid_unseen``); ``eval_novel_objects`` (unseen room templates with receptacle and
+object types that training never shows).
 
 >>> from hiper.envs import make_env
 >>> env = make_env("household", split="eval_out_of_distribution")

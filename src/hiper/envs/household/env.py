@@ -36,8 +36,10 @@ class HouseholdOptions:
     """Step limit per subtask: an episode is truncated after ``max_steps × subtasks`` steps
     (``max_steps`` for the six types, ``k × max_steps`` for a chain of depth k)."""
     split: str = "train"
-    """train | eval_in_distribution (same rooms as train, new tasks) | eval_out_of_distribution
-    (unseen room templates, receptacle and object types)."""
+    """train | eval_in_distribution (the training rooms, new tasks) | eval_out_of_distribution
+    (held-out rooms of the training templates: new receptacle sets and order, every receptacle
+    and object type known from train) | eval_novel_objects (unseen room templates with
+    receptacle and object types train never shows). See :mod:`hiper.envs.household.tasks`."""
 
     def __post_init__(self) -> None:
         types = self.task_types
@@ -71,7 +73,12 @@ class HouseholdOptions:
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ValueError(f"max_steps must be a positive integer, got {steps!r}")
         if self.split not in SPLITS:
-            raise ValueError(f"unknown split {self.split!r}; expected one of {SPLITS}")
+            raise ValueError(
+                f"unknown split {self.split!r}; expected one of {SPLITS} (train; "
+                "eval_in_distribution: training rooms; eval_out_of_distribution: held-out rooms, "
+                "known words; eval_novel_objects: unseen templates with novel receptacle and "
+                "object types)"
+            )
 
 
 class HouseholdEnv:

@@ -2,8 +2,29 @@
 
 A task id ``household/<split>/<kind>/<seed>`` fully determines an episode: ``kind`` is one of the
 six ALFWorld task types (:data:`TASK_TYPES`) or ``chain<k>`` (1 ≤ k ≤ :data:`MAX_CHAIN_DEPTH`).
-The id string itself seeds the generator, so the same seed under two splits or two kinds gives
-unrelated episodes.
+A string derived from the id (:func:`generator_seed`; the id itself for ``train`` and
+``eval_in_distribution``) seeds the generator, so the same seed under two splits or two kinds
+gives unrelated episodes.
+
+Splits (:data:`SPLITS`) differ in the rooms they draw from (:data:`SPLIT_FAMILY` and
+:data:`SPLIT_LAYOUTS`; see :mod:`.world`):
+
+``train``
+    the training rooms (layouts 0..63) of the ``seen`` templates.
+``eval_in_distribution``
+    the same rooms as ``train``; new placements and goals (ALFWorld's ``valid_seen``).
+``eval_out_of_distribution``
+    held-out rooms (layouts 64..79) of the ``seen`` templates: receptacle sets, counts and order
+    no training room has, built only from the training vocabulary: every receptacle and object
+    type it shows also occurs in ``train`` (ALFWorld's ``valid_unseen``: unseen scenes, known
+    object classes). Since household manifest version 2; before, this name meant what is now
+    ``eval_novel_objects``.
+``eval_novel_objects``
+    the ``unseen`` templates, whose rooms always hold receptacle types, and whose object pools
+    hold object types, that ``train`` never shows: a test of words the agent never saw. Its
+    episodes are exactly the version-1 ``eval_out_of_distribution`` episodes:
+    ``household/eval_novel_objects/<kind>/<seed>`` is seeded with the old id
+    ``household/eval_out_of_distribution/<kind>/<seed>``.
 
 Every task is a sequence of :class:`Subtask` (one for the six types, k for ``chain<k>``). A chain
 is a list of ordinary subtasks in one room with distinct object types, to be done in order: a
@@ -19,6 +40,7 @@ from dataclasses import dataclass
 from hiper.envs.base import TASK_TYPES
 from hiper.envs.household.world import (
     FAMILIES,
+    HELD_OUT_LAYOUTS,
     LAYOUTS_PER_TEMPLATE,
     OBJECTS,
     RECEPTACLES,
@@ -32,10 +54,12 @@ __all__ = [
     "MAX_CHAIN_DEPTH",
     "SPLITS",
     "SPLIT_FAMILY",
+    "SPLIT_LAYOUTS",
     "TASK_TYPES",
     "Scenario",
     "Subtask",
     "custom_scenario",
+    "generator_seed",
     "make_scenario",
     "parse_task_id",
     "plural",
@@ -44,11 +68,34 @@ __all__ = [
 
 SIMPLE, LOOK, CLEAN, HEAT, COOL, TWO = TASK_TYPES
 
-SPLITS: tuple[str, ...] = ("train", "eval_in_distribution", "eval_out_of_distribution")
+SPLITS: tuple[str, ...] = (
+    "train",
+    "eval_in_distribution",
+    "eval_out_of_distribution",
+    "eval_novel_objects",
+)
+#: The template family each split draws its rooms from.
 SPLIT_FAMILY: dict[str, str] = {
     "train": "seen",
     "eval_in_distribution": "seen",
-    "eval_out_of_distribution": "unseen",
+    "eval_out_of_distribution": "seen",
+    "eval_novel_objects": "unseen",
+}
+_TRAINING_ROOMS = range(LAYOUTS_PER_TEMPLATE)
+_HELD_OUT_ROOMS = range(LAYOUTS_PER_TEMPLATE, LAYOUTS_PER_TEMPLATE + HELD_OUT_LAYOUTS)
+#: The layout numbers each split draws from (of every template of its family).
+SPLIT_LAYOUTS: dict[str, range] = {
+    "train": _TRAINING_ROOMS,
+    "eval_in_distribution": _TRAINING_ROOMS,
+    "eval_out_of_distribution": _HELD_OUT_ROOMS,
+    "eval_novel_objects": _TRAINING_ROOMS,
+}
+#: The split name in the generator seed, where it is not the split itself: eval_novel_objects
+#: replays the version-1 eval_out_of_distribution episodes, and the new eval_out_of_distribution
+#: gets its own seed string so that its episodes are not correlated with those.
+_SEED_SPLIT: dict[str, str] = {
+    "eval_out_of_distribution": "eval_out_of_distribution-v2",
+    "eval_novel_objects": "eval_out_of_distribution",
 }
 MAX_CHAIN_DEPTH = 6
 
@@ -123,6 +170,18 @@ def task_id(split: str, kind: str, seed: int) -> str:
     return f"household/{split}/{kind}/{seed}"
 
 
+def generator_seed(tid: str) -> str:
+    """The string that seeds task ``tid``'s generator: the id itself, except that the split part
+    is ``eval_out_of_distribution`` for ``eval_novel_objects`` (the version-1 episodes of that
+    name) and ``eval_out_of_distribution-v2`` for ``eval_out_of_distribution``."""
+    split, kind, seed, _depth = parse_task_id(tid)
+    return _seed_string(tid, split, kind, seed)
+
+
+def _seed_string(tid: str, split: str, kind: str, seed: int) -> str:
+    return tid if split not in _SEED_SPLIT else task_id(_SEED_SPLIT[split], kind, seed)
+
+
 def parse_task_id(tid: str) -> tuple[str, str, int, int]:
     """``(split, kind, seed, depth)``; ``depth`` is 0 for the six task types. ValueError if bad."""
     parts = tid.split("/") if isinstance(tid, str) else []
@@ -186,12 +245,13 @@ def _draw_subtask(
 
 def make_scenario(tid: str) -> Scenario:
     """Generate the scenario of task id ``tid`` (deterministic)."""
-    split, kind, _seed, depth = parse_task_id(tid)
-    rng = random.Random(tid)
+    split, kind, seed, depth = parse_task_id(tid)
+    rng = random.Random(_seed_string(tid, split, kind, seed))
     templates = FAMILIES[SPLIT_FAMILY[split]]
+    numbers = SPLIT_LAYOUTS[split]
     for _attempt in range(100):
         template = rng.choice(templates)
-        layout = get_layout(template, rng.randrange(LAYOUTS_PER_TEMPLATE))
+        layout = get_layout(template, numbers.start + rng.randrange(len(numbers)))
         supported = _supported(template, layout)
         if depth == 0 and kind not in supported:
             continue

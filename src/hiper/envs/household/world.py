@@ -2,19 +2,27 @@
 
 A *layout* is a room: a set of receptacle instances (``cabinet 3``, ``fridge 1``...) in a fixed
 "room order" (the order in which the opening observation lists them). Layouts come from *room
-templates* in two disjoint families:
+templates* in two disjoint families, and each template's layouts are numbered:
 
-``seen`` (splits ``train`` and ``eval_in_distribution``)
-    kitchen, bedroom, livingroom, bathroom; :data:`LAYOUTS_PER_TEMPLATE` numbered layouts each.
-``unseen`` (split ``eval_out_of_distribution``)
-    diningkitchen, study, bathsuite, lounge. Every one of them has at least one receptacle type
-    that no ``seen`` template has (diningtable, armchair, safe, coffeetable, ottoman,
-    bathtubbasin, handtowelholder, cart) and their object pools add object types no ``seen``
-    template has (butterknife, ladle, kettle, glassbottle, watch, statue, vase, candle,
-    tissuebox). So no ``unseen`` room can ever be generated for the training split.
+``seen`` templates: kitchen, bedroom, livingroom, bathroom
+    Layouts ``0 .. LAYOUTS_PER_TEMPLATE - 1`` are the *training rooms* (splits ``train`` and
+    ``eval_in_distribution``). Layouts ``LAYOUTS_PER_TEMPLATE .. LAYOUTS_PER_TEMPLATE +
+    HELD_OUT_LAYOUTS - 1`` are *held-out rooms* (split ``eval_out_of_distribution``): built from
+    the same template, so from the same receptacle and object types, but each has a receptacle set
+    (which instances exist, i.e. how many cabinets, drawers, shelves...) that no training room of
+    its template has, hence also a room order no training room has, and no two held-out rooms of a
+    template share a receptacle set. Like ALFWorld's ``valid_unseen``: new rooms, known words.
+``unseen`` templates: diningkitchen, study, bathsuite, lounge (split ``eval_novel_objects``)
+    Every one of them has at least one receptacle type that no ``seen`` template has
+    (diningtable, armchair, safe, coffeetable, ottoman, bathtubbasin, handtowelholder, cart) and
+    their object pools add object types no ``seen`` template has (butterknife, ladle, kettle,
+    glassbottle, watch, statue, vase, candle, tissuebox). So no ``unseen`` room can ever be
+    generated for the training split, and these words never occur in training. (Before household
+    manifest version 2 this family was the ``eval_out_of_distribution`` split.)
 
 Everything here is pure and deterministic: :func:`get_layout` derives a layout from
-``(template, number)`` alone and caches it.
+``(template, number)`` alone and caches it. Adding held-out layouts did not change layouts
+``0 .. LAYOUTS_PER_TEMPLATE - 1``.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from functools import cache
 
 __all__ = [
     "FAMILIES",
+    "HELD_OUT_LAYOUTS",
     "LAMP_SURFACES",
     "LAYOUTS_PER_TEMPLATE",
     "OBJECTS",
@@ -40,7 +49,13 @@ __all__ = [
     "natkey",
 ]
 
+#: Layouts 0..63 of every template: the training rooms of a ``seen`` template (and the rooms of
+#: ``eval_novel_objects`` for an ``unseen`` one).
 LAYOUTS_PER_TEMPLATE = 64
+#: Layouts 64..79 of every ``seen`` template: held-out rooms (``eval_out_of_distribution``), each
+#: with a receptacle set that none of the template's layouts 0..63 has. (``unseen`` templates have
+#: none: study and bathsuite have too few receptacle sets left.)
+HELD_OUT_LAYOUTS = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,19 +338,65 @@ class Layout:
         """What identifies the room: its receptacles in room order."""
         return self.receptacles
 
+    @property
+    def held_out(self) -> bool:
+        """A held-out room (number ≥ :data:`LAYOUTS_PER_TEMPLATE`): no training room has its
+        receptacle set."""
+        return self.number >= LAYOUTS_PER_TEMPLATE
+
 
 @cache
 def get_layout(template: str, number: int) -> Layout:
-    """Layout ``number`` (0 ≤ number < LAYOUTS_PER_TEMPLATE) of room template ``template``."""
+    """Layout ``number`` of room template ``template``: a training room when
+    0 ≤ number < LAYOUTS_PER_TEMPLATE, a held-out room (``seen`` templates only) when
+    LAYOUTS_PER_TEMPLATE ≤ number < LAYOUTS_PER_TEMPLATE + HELD_OUT_LAYOUTS."""
     spec = TEMPLATES[template]
-    if not 0 <= number < LAYOUTS_PER_TEMPLATE:
-        raise ValueError(f"layout number must be in [0, {LAYOUTS_PER_TEMPLATE}), got {number}")
+    end = LAYOUTS_PER_TEMPLATE + (HELD_OUT_LAYOUTS if spec.family == "seen" else 0)
+    if not isinstance(number, int) or not 0 <= number < end:
+        raise ValueError(
+            f"layout number of template {template!r} must be an integer in [0, {end}), "
+            f"got {number!r}"
+        )
+    if number >= LAYOUTS_PER_TEMPLATE:
+        return _held_out_layouts(template)[number - LAYOUTS_PER_TEMPLATE]
     rng = random.Random(f"household-layout/{template}/{number}")
+    names = _draw_receptacles(rng, spec)
+    rng.shuffle(names)
+    return build_layout(names, template, spec.family, number)
+
+
+def _draw_receptacles(rng: random.Random, spec: Template) -> list[str]:
+    """Receptacle instances with counts drawn from the template's ranges, in template order."""
     names: list[str] = []
     for rt, lo, hi in spec.receptacles:
         names.extend(f"{rt} {i}" for i in range(1, rng.randint(lo, hi) + 1))
-    rng.shuffle(names)
-    return build_layout(names, template, spec.family, number)
+    return names
+
+
+@cache
+def _held_out_layouts(template: str) -> tuple[Layout, ...]:
+    """The ``seen`` template's :data:`HELD_OUT_LAYOUTS` held-out rooms, in number order.
+
+    Held-out room ``n`` draws receptacle counts from the template's ranges (seeded by
+    ``(template, n)``) until the resulting receptacle set is neither one of the training rooms'
+    (layouts ``0 .. LAYOUTS_PER_TEMPLATE - 1``) nor an earlier held-out room's, then shuffles it
+    into its room order. Every template has more unused receptacle sets than held-out rooms
+    (bathroom, the tightest: 72 possible, 39 used by training rooms)."""
+    spec = TEMPLATES[template]
+    taken = {frozenset(get_layout(template, n).receptacles) for n in range(LAYOUTS_PER_TEMPLATE)}
+    layouts: list[Layout] = []
+    for number in range(LAYOUTS_PER_TEMPLATE, LAYOUTS_PER_TEMPLATE + HELD_OUT_LAYOUTS):
+        rng = random.Random(f"household-layout/{template}/{number}")
+        for _attempt in range(10_000):
+            names = _draw_receptacles(rng, spec)
+            if frozenset(names) not in taken:
+                break
+        else:  # pragma: no cover - every template has enough unused receptacle sets
+            raise RuntimeError(f"template {template!r} has no unused receptacle set left")
+        taken.add(frozenset(names))
+        rng.shuffle(names)
+        layouts.append(build_layout(names, template, spec.family, number))
+    return tuple(layouts)
 
 
 def build_layout(
