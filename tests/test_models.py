@@ -410,3 +410,40 @@ def test_lora_settings_validate():
     s = LoraSettings(target_modules=["q_proj", "v_proj"])
     assert s.target_modules == ("q_proj", "v_proj")
     assert LoraSettings.from_dict(s.to_dict()) == s
+
+
+def test_prefix_mean_by_hand():
+    from hiper.models.policy import prefix_mean
+
+    h = torch.tensor([[[1.0, 0.0], [3.0, 2.0], [5.0, 4.0]], [[9.0, 9.0], [2.0, 2.0], [4.0, 0.0]]])
+    mask = torch.tensor([[1, 1, 1], [0, 1, 1]])  # row 1 is left-padded
+    out = prefix_mean(h, mask)
+    expect = [[[1.0, 0.0], [2.0, 1.0], [3.0, 2.0]], [[0.0, 0.0], [2.0, 2.0], [3.0, 1.0]]]
+    torch.testing.assert_close(out, torch.tensor(expect))
+
+
+@pytest.mark.parametrize("critic", ["shared", "separate"])
+def test_prefix_mean_values_are_values_of_prefixes_and_survive_a_save(
+    tiny_model_dir: Path, tmp_path: Path, critic: str
+):
+    policy = load_policy(
+        tiny_model_dir, critic=critic, heads=("high", "term"), value_readout="prefix_mean"
+    )
+    randomize_heads(policy)
+    ids, mask = batch(policy.tokenizer, TEXTS[:1])
+    k = ids.shape[1] // 2
+    with torch.no_grad():
+        a = policy(ids, mask).values
+        prefix = policy(ids[:, : k + 1], mask[:, : k + 1]).values
+        last = load_policy(tiny_model_dir, critic=critic, heads=("high", "term"))
+        last.value_head.load_state_dict(policy.value_head.state_dict())
+        plain = last(ids, mask).values
+    torch.testing.assert_close(prefix[0, k], a[0, k], atol=1e-5, rtol=0)
+    assert (a[0, 1:] - plain[0, 1:]).abs().max() > 1e-3  # a different read than the last state
+    policy.save(tmp_path / "p")
+    again = load_policy(tmp_path / "p")
+    assert again.meta["value_readout"] == "prefix_mean"
+    with torch.no_grad():
+        torch.testing.assert_close(again(ids, mask).values, a, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="value_readout"):
+        load_policy(tiny_model_dir, value_readout="first")

@@ -37,6 +37,12 @@ class ModelConfig:
     lora: LoraSettings | None = None
     critic: Literal["shared", "separate"] = "shared"  # paper: shared; original code: separate
     critic_path: str | None = None  # separate critic's base model (default: path)
+    # what the value heads read: "last" (hidden state at the position) or "prefix_mean" (mean of
+    # the hidden states over the prefix; see hiper.models.policy.VALUE_READOUTS)
+    value_readout: Literal["last", "prefix_mean"] = "last"
+    # the value heads' outputs are multiplied by this: they learn returns in its units (use the
+    # success reward's size; see hiper.models.policy.load_policy)
+    value_scale: float = 1.0
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     device: str = "cpu"
 
@@ -98,12 +104,21 @@ class SFTConfig:
     lr: float = 1e-3  # peak; linear warm-up, then cosine decay to lr / 10 at the last step
     warmup_steps: int = 0
     seed: int = 1000  # episode seeds seed .. seed + episodes - 1 (disjoint from RL task seeds)
+    # value pre-training after SFT: steps of regression of every value head on the
+    # demonstrations' known returns (hiper.train.critic_pretrain); 0 skips it
+    critic_steps: int = 0
+    critic_lr: float = 1e-3
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.noise <= 1.0:
             raise ValueError(f"noise must be in [0, 1], got {self.noise}")
         if self.episodes < 0 or self.epochs < 0 or self.batch_rows < 1:
             raise ValueError("episodes and epochs must be >= 0 and batch_rows >= 1")
+        if self.critic_steps < 0 or self.critic_lr <= 0:
+            raise ValueError(
+                f"sft.critic_steps must be >= 0 and sft.critic_lr > 0, got {self.critic_steps}, "
+                f"{self.critic_lr}"
+            )
         if self.lr <= 0 or self.warmup_steps < 0:
             raise ValueError(
                 f"sft.lr must be > 0 and sft.warmup_steps >= 0, got {self.lr}, {self.warmup_steps}"

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import yaml
 
+from hiper.algos.base import get_estimator
 from hiper.config import to_dict
 from hiper.engines.hf import HFEngine, chat_prompt_ids
 from hiper.envs.base import get_env_spec, make_env
@@ -31,6 +32,7 @@ from hiper.protocol.masks import TokenAligner
 from hiper.rollout import RolloutConfig, Task, rollout
 from hiper.train.checkpoint import load_checkpoint, restore_state, save_checkpoint
 from hiper.train.config import TRAINING_TASKS, TrainConfig
+from hiper.train.critic_pretrain import pretrain_critic
 from hiper.train.ppo import make_optimizer, ppo_update
 from hiper.train.prepare import prepare_batch
 from hiper.train.runlog import MetricsLogger, TrajectoryLog, atomic_write_text
@@ -183,6 +185,8 @@ class Trainer:
             critic=m.critic,
             critic_path=m.critic_path,
             heads=self.cfg.algo.heads,
+            value_readout=m.value_readout,
+            value_scale=m.value_scale,
         )
 
     def _engine(self, *, greedy: bool, temperature: float) -> HFEngine:
@@ -227,7 +231,8 @@ class Trainer:
     def sft(self) -> dict[str, float]:
         cfg = self.cfg
         s = cfg.sft
-        if s.episodes == 0 or s.epochs == 0:
+        critic = s.critic_steps > 0 and get_estimator(cfg.algo.estimator).needs_values
+        if s.episodes == 0 or (s.epochs == 0 and not critic):
             return {}
         t0 = time.perf_counter()
         examples = expert_examples(
@@ -241,22 +246,42 @@ class Trainer:
             options=env_options(cfg, cfg.env.train_split),
             format=cfg.rollout.format,
         )
-        losses = train_sft(
-            self.policy,
-            examples,
-            s,
-            lambda step, total, loss: self.progress(
-                "sft", {"step": step, "total": total, "loss": loss}
-            ),
-        )
-        m = {
-            "sft/examples": float(len(examples)),
-            "sft/steps": float(len(losses)),
-            "sft/loss_first": float(losses[0]),
-            "sft/loss_last": float(np.mean(losses[-max(1, len(losses) // 10) :])),
-            "time/sft_s": time.perf_counter() - t0,
-        }
-        self._restart_from_sft()
+        m: dict[str, float] = {"sft/examples": float(len(examples))}
+        if s.epochs > 0:  # sft.epochs=0: only the critic learns from the demonstrations
+            losses = train_sft(
+                self.policy,
+                examples,
+                s,
+                lambda step, total, loss: self.progress(
+                    "sft", {"step": step, "total": total, "loss": loss}
+                ),
+            )
+            m["sft/steps"] = float(len(losses))
+            m["sft/loss_first"] = float(losses[0])
+            m["sft/loss_last"] = float(np.mean(losses[-max(1, len(losses) // 10) :]))
+            m["time/sft_s"] = time.perf_counter() - t0
+            self._restart_from_sft()
+        if critic:
+            t0 = time.perf_counter()
+            est = cfg.algo.estimator_config
+            m.update(
+                pretrain_critic(
+                    self.policy,
+                    examples,
+                    format=cfg.rollout.format,
+                    gamma=float(getattr(est, "gamma", 1.0)),
+                    success_reward=cfg.algo.shaping.success_reward or 1.0,
+                    steps=s.critic_steps,
+                    lr=s.critic_lr,
+                    batch_rows=s.batch_rows,
+                    micro_batch_rows=s.micro_batch_rows,
+                    seed=s.seed,
+                    progress=lambda step, total, loss: self.progress(
+                        "critic", {"step": step, "total": total, "loss": loss}
+                    ),
+                )
+            )
+            m["time/critic_pretrain_s"] = time.perf_counter() - t0
         return m
 
     def _restart_from_sft(self) -> None:

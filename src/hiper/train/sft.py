@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -42,6 +42,10 @@ class SFTExample:
     response_ids: np.ndarray
     prompt: str = ""  # the user message (for inspection)
     response: str = ""  # the target text (without EOS)
+    # where the turn sits in its demonstration: turns to the episode's end (0 on the last turn)
+    # and whether the episode was won, so the return from here is known exactly
+    turns_left: int = 0
+    won: bool = False
 
 
 def sft_loss(logprobs: Tensor, response_mask: Tensor, normalizer: float | Tensor | None = None):
@@ -208,6 +212,7 @@ def expert_examples(
     out: list[SFTExample] = []
     try:
         for episode in range(n_episodes):
+            first = len(out)
             res = env.reset(seed=seed + episode)
             task = res.info["task"]
             history: list[tuple[str, str]] = []
@@ -251,6 +256,10 @@ def expert_examples(
                 subgoal = turn.subgoal
                 res = env.step(action)
                 step += 1
+            won = bool(res.info.get("won", False))
+            n = len(out) - first
+            for k in range(first, len(out)):
+                out[k] = replace(out[k], turns_left=n - 1 - (k - first), won=won)
     finally:
         env.close()
     return out
