@@ -326,3 +326,34 @@ def test_episode_metrics_hand_computed():
     c = Trajectory("t/c", [turn(None)], "pick")
     assert "eval/subtask_progress" not in episode_metrics([a, c], "eval")
     assert episode_metrics([], "eval") == {}
+
+
+def test_task_pool_training_tasks_evaluation_and_extra_splits(tmp_path):
+    """A fixed pool of 3 training tasks played in turn, evaluated with fresh sampling seeds as
+    the main evaluation, and two more splits at the start and the end only."""
+    cfg = config(
+        tmp_path / "run",
+        "iterations=2",
+        "rollout.task_pool=3",
+        "rollout.tasks_per_iteration=2",
+        "rollout.group_size=2",
+        "env.eval_split=training_tasks",
+        "eval.tasks=null",
+        "eval.every=0",
+        "eval.extra_splits=[eval_in_distribution,eval_out_of_distribution]",
+    )
+    out = Trainer(cfg).run()
+    lines = read_jsonl(tmp_path / "run" / "trajectories.jsonl")
+    train = [ln["task_id"] for ln in lines if ln["split"] == "train"]
+    evals = [ln for ln in lines if ln["split"] == "eval"]
+    pool = [f"household/train/pick_and_place_simple/{s}" for s in range(3)]
+    # iteration 1 plays pool tasks 0, 1; iteration 2 plays 2, 0 (in turn, modulo the pool)
+    assert train == [pool[i] for i in (0, 0, 1, 1, 2, 2, 0, 0)]
+    assert sorted({ln["task_id"] for ln in evals}) == pool  # the main evaluation is the pool
+    rows = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    for split in ("eval_in_distribution", "eval_out_of_distribution"):
+        assert [r["iteration"] for r in rows if f"{split}/success" in r] == [0, 2]
+        assert out[split]["start"] == rows[0][f"{split}/success"]
+    assert [r["iteration"] for r in rows if "eval/success" in r] == [0, 2]
+    with pytest.raises(ConfigError, match="task_pool"):
+        config(tmp_path / "x", "env.eval_split=training_tasks", "rollout.task_pool=null")

@@ -147,7 +147,20 @@ def learning_curves(metrics: Mapping[str, Sequence[Sequence[float]]]) -> list[tu
         if k.endswith("/std") and k.count("/") == 2
     }
     panels = [
-        ("Success", _pick(metrics, "train/success", "eval/success")),
+        (
+            "Success",
+            {
+                **_pick(metrics, "train/success", "eval/success"),
+                # the other evaluation splits (start and end of a run): <split>/success
+                **{
+                    k: list(v)
+                    for k, v in sorted(metrics.items())
+                    if k.endswith("/success")
+                    and k.count("/") == 1
+                    and k.split("/")[0] not in ("train", "eval")
+                },
+            },
+        ),
         (
             "Success per task type",
             {**_prefixed(metrics, "eval/success/"), **_prefixed(metrics, "train/success/")},
