@@ -35,12 +35,16 @@ BASELINES = {
 }
 
 
-def _curve(run: Path) -> list[tuple[int, float]]:
+def _curve(run: Path, last: int | None) -> list[tuple[int, float]]:
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
-    return [(r["iteration"], r["eval/success"]) for r in rows if "eval/success" in r]
+    return [
+        (r["iteration"], r["eval/success"])
+        for r in rows
+        if "eval/success" in r and (last is None or r["iteration"] <= last)
+    ]
 
 
-def _train(quick: Path, estimator: str, out: Path) -> Path:
+def _train(quick: Path, estimator: str, out: Path, iterations: int | None) -> Path:
     run = out / f"{estimator}-{quick.name}"
     if (run / "summary.json").is_file():
         return run
@@ -62,6 +66,7 @@ def _train(quick: Path, estimator: str, out: Path) -> Path:
         f"algo.config={BASELINES[estimator]}",
         "eval.extra_splits=[]",
         "logging.tensorboard=false",
+        *([f"iterations={iterations}"] if iterations else []),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     log = out / f"{estimator}-{quick.name}.log"
@@ -78,6 +83,12 @@ def main() -> None:
     p.add_argument("--out", type=Path, required=True, help="folder for the baseline runs")
     p.add_argument("--estimators", default=",".join(BASELINES), help="comma-separated subset")
     p.add_argument("--workers", type=int, default=1, help="runs in parallel (one process each)")
+    p.add_argument(
+        "--iterations",
+        type=int,
+        help="train the baselines this many iterations and compare every curve up to it "
+        "(default: the quickstart's)",
+    )
     p.add_argument("--plot", type=Path, help="write the curves as a PNG")
     p.add_argument("--json", action="store_true")
     a = p.parse_args()
@@ -87,16 +98,19 @@ def main() -> None:
         raise SystemExit(f"unknown estimator(s) {bad}; expected some of {list(BASELINES)}")
     for q in a.quickstart_runs:
         if not (q / "sft_model").is_dir() or not (q / "metrics.jsonl").is_file():
-            raise SystemExit(f"{q} is not a finished quickstart run (no sft_model or metrics)")
+            raise SystemExit(f"{q} is not a quickstart run past its SFT (no sft_model)")
     a.out.mkdir(parents=True, exist_ok=True)
     jobs = [(q, e) for e in names for q in a.quickstart_runs]
     with ThreadPoolExecutor(max(1, a.workers)) as pool:
-        runs = list(pool.map(lambda j: _train(j[0], j[1], a.out), jobs))
+        runs = list(pool.map(lambda j: _train(j[0], j[1], a.out, a.iterations), jobs))
+    for q in a.quickstart_runs:
+        if not (q / "summary.json").is_file():
+            raise SystemExit(f"{q} has not finished; rerun this command when it has")
     curves: dict[str, list[list[tuple[int, float]]]] = {"hae": []}
     for q in a.quickstart_runs:
-        curves["hae"].append(_curve(q))
+        curves["hae"].append(_curve(q, a.iterations))
     for (_, e), run in zip(jobs, runs, strict=True):
-        curves.setdefault(e, []).append(_curve(run))
+        curves.setdefault(e, []).append(_curve(run, a.iterations))
     result = {}
     print(f"{'estimator':<10} {'iteration: success % (mean ± std over seeds)':<60} gain (pp)")
     for e, cs in curves.items():
@@ -124,7 +138,7 @@ def main() -> None:
             m, s = np.array(r["success_mean"]), np.array(r["success_std"])
             ax.plot(r["iterations"], m, marker="o", label=e)
             ax.fill_between(r["iterations"], m - s, m + s, alpha=0.15)
-        ax.set_xlabel("PPO iteration (16 episodes each)")
+        ax.set_xlabel("PPO iteration (16 episodes each, same tasks for every estimator)")
         ax.set_ylabel("success on the training tasks (%)")
         ax.legend(loc="best")
         ax.grid(alpha=0.3)

@@ -447,3 +447,20 @@ def test_prefix_mean_values_are_values_of_prefixes_and_survive_a_save(
         torch.testing.assert_close(again(ids, mask).values, a, atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="value_readout"):
         load_policy(tiny_model_dir, value_readout="first")
+
+
+def test_value_scale_multiplies_the_heads_and_survives_a_save(tiny_model_dir: Path, tmp_path: Path):
+    one = load_policy(tiny_model_dir, critic="separate", heads=("high",), reference=False)
+    randomize_heads(one)
+    ten = load_policy(
+        tiny_model_dir, critic="separate", heads=("high",), reference=False, value_scale=10.0
+    )
+    ten.value_head.load_state_dict(one.value_head.state_dict())
+    ids, mask = batch(one.tokenizer, TEXTS[:2])
+    with torch.no_grad():
+        torch.testing.assert_close(ten.values(ids, mask), 10.0 * one.values(ids, mask))
+        torch.testing.assert_close(ten(ids, mask).values, ten.values(ids, mask))
+    ten.save(tmp_path / "p")
+    assert load_policy(tmp_path / "p").meta["value_scale"] == 10.0
+    with pytest.raises(ValueError, match="value_scale"):
+        load_policy(tiny_model_dir, value_scale=-1.0)
