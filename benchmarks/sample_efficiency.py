@@ -6,8 +6,8 @@
 
 One shared SFT checkpoint (a tiny model trained on noisy household expert demonstrations of every
 setting, in both prompt formats), then, per setting, method and seed, PPO training from that
-checkpoint with the same budget of environment steps, evaluating held-out success (unseen rooms,
-the fixed manifest, T = 0.4) at regular step intervals. Methods:
+checkpoint with the same budget of environment steps, evaluating held-out success (unseen room
+layouts with the training vocabulary, manifest v2, T = 0.4; ``--eval-split`` picks another) at regular step intervals. Methods:
 
 * ``hiper_segment_return``, ``hiper_gain``: HAE with the Plan–Execute prompt (the two switch
   advantage variants);
@@ -102,7 +102,7 @@ class Setting:
     max_turns: int
 
 
-EVAL_SPLITS = ("eval_out_of_distribution", "eval_in_distribution")
+EVAL_SPLITS = ("eval_out_of_distribution", "eval_in_distribution", "eval_novel_objects")
 
 
 def _settings(max_steps: int, eval_split: str = EVAL_SPLITS[0]) -> dict[str, Setting]:
@@ -131,7 +131,8 @@ class Profile:
         default_factory=lambda: {"vocab_size": 1024, "hidden_size": 128, "num_layers": 2}
     )
     noise_tasks: int = 1  # tasks (x 8 rollouts) of the gradient-noise batch
-    # held-out manifest: unseen rooms (new object and receptacle types) or seen rooms, new tasks
+    # held-out manifest: unseen room layouts (training vocabulary), seen rooms with new tasks, or
+    # unseen rooms with new object and receptacle types (eval_novel_objects)
     eval_split: str = EVAL_SPLITS[0]
 
     def __post_init__(self) -> None:

@@ -4,6 +4,7 @@ update against a hand-computed loss and AdamW step, and SFT."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import math
 
@@ -588,3 +589,35 @@ def test_critic_warmup_update_moves_only_the_critic(tiny_path, critic):
     # the same batch with the actor on moves the policy too
     m = ppo_update(model, opt, batch, cfg)
     assert any(not torch.equal(p.detach(), before[names[id(p)]]) for p in model.actor_parameters())
+
+
+@pytest.mark.parametrize("critic", ["shared", "separate"])
+def test_critic_epochs_refit_only_the_critic_and_lower_its_loss(tiny_path, critic):
+    from hiper.models.policy import load_policy
+    from hiper.train.ppo import critic_update
+
+    torch.manual_seed(0)
+    model = load_policy(tiny_path, heads=HEADS, critic=critic)
+    batch = perturb(fill_from_forward(random_batch(rows=4, seed=5), model))
+    assert batch.vt_row.numel() > 0
+    cfg = PPOConfig(
+        actor_lr=1e-2, critic_lr=1e-2, mini_batch_rows=2, micro_batch_rows=2, critic_epochs=3
+    )
+    actor = {id(p) for p in model.actor_parameters()}
+    names = {id(p): n for n, p in model.named_parameters()}
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = make_optimizer(model, cfg)
+    losses = [
+        critic_update(model, opt, batch, dataclasses.replace(cfg, critic_epochs=1), iteration=i)[
+            "critic_value_loss"
+        ]
+        for i in range(8)
+    ]
+    assert losses[-1] < 0.5 * losses[0]  # the same targets, refitted: the loss falls
+    moved = {n for n, p in model.named_parameters() if not torch.equal(p.detach(), before[n])}
+    assert moved and moved.isdisjoint(names[i] for i in actor)  # the policy never moves
+    # through ppo_update: the PPO epoch, then critic_epochs value-only epochs of 2 steps each
+    m = ppo_update(model, opt, batch, cfg)
+    assert m["critic_steps"] == 3 * 2 and m["critic_value_loss"] >= 0
+    with pytest.raises(ValueError, match="critic_epochs must be an integer >= 0"):
+        PPOConfig(critic_epochs=-1)

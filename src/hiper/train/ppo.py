@@ -79,6 +79,10 @@ class PPOConfig:
     vf_coef: float = 1.0
     grad_clip: float | None = 1.0  # max global grad norm; None: no clipping
     ppo_epochs: int = 1
+    # extra epochs of value-loss-only steps after the PPO epochs (the critic's parameters alone:
+    # a separate critic's backbone and the heads); a critic that lags the policy's returns feeds
+    # HAE noise, and refitting it costs a critic forward/backward, not a policy one
+    critic_epochs: int = 0
     mini_batch_rows: int | None = None  # None: the whole batch is one optimiser step
     micro_batch_rows: int | None = None  # None: the whole mini-batch in one forward
     micro_batch_tokens: int | None = None  # also cap rows x longest row per micro-batch
@@ -110,6 +114,10 @@ class PPOConfig:
         _pos("critic_lr", self.critic_lr)
         _pos("adam_eps", self.adam_eps, allow_zero=False)
         _count("ppo_epochs", self.ppo_epochs)
+        if isinstance(self.critic_epochs, bool) or not isinstance(self.critic_epochs, int):
+            raise ValueError(f"critic_epochs must be an integer >= 0, got {self.critic_epochs!r}")
+        if self.critic_epochs < 0:
+            raise ValueError(f"critic_epochs must be an integer >= 0, got {self.critic_epochs!r}")
         _count("mini_batch_rows", self.mini_batch_rows, allow_none=True)
         _count("micro_batch_rows", self.micro_batch_rows, allow_none=True)
         _count("micro_batch_tokens", self.micro_batch_tokens, allow_none=True)
@@ -347,6 +355,8 @@ def ppo_update(
         model.train(was_training)
 
     metrics = {k: v / max(steps, 1) for k, v in sums.items()}
+    if has_vt and cfg.critic_epochs > 0:
+        metrics.update(critic_update(model, optimizer, batch, cfg, iteration=iteration))
     metrics["steps"] = float(steps)
     metrics["skipped_steps"] = float(skipped)
     metrics["tokens"] = float(batch.num_tokens)
@@ -358,3 +368,69 @@ def ppo_update(
                 batch.old_values[sel], batch.vt_target[sel]
             )
     return metrics
+
+
+def critic_update(
+    model,
+    optimizer: torch.optim.Optimizer,
+    batch: TrainBatch,
+    cfg: PPOConfig,
+    *,
+    iteration: int = 0,
+) -> dict[str, float]:
+    """``cfg.critic_epochs`` epochs of mini-batch steps on the value loss alone, with the same
+    targets and value clip as :func:`ppo_update`. Only the critic's parameters move: the critic
+    runs alone (:meth:`~hiper.models.policy.PolicyModel.values`) and the actor group's gradients
+    are dropped, so a shared backbone (an actor parameter) and the policy stay unchanged.
+    Returns ``critic_value_loss`` (mean over the steps of the last epoch) and ``critic_steps``.
+    """
+    device = model_device(model)
+    pad_id = pad_token_id(model)
+    n = batch.num_rows
+    nh = len(batch.heads)
+    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + iteration + 7_777)
+    size = cfg.mini_batch_rows or n
+    steps, last = 0, []
+    was_training = model.training
+    model.train()
+    try:
+        for epoch in range(cfg.critic_epochs):
+            order = torch.randperm(n, generator=gen) if cfg.shuffle else torch.arange(n)
+            for start in range(0, n, size):
+                mb = select_rows(batch, order[start : start + size])
+                if mb.vt_row.numel() == 0:
+                    continue
+                counts = mb.head_counts().to(device=device, dtype=torch.float32)
+                optimizer.zero_grad(set_to_none=True)
+                total = 0.0
+                for micro in micro_batches(
+                    mb, cfg.micro_batch_rows, cfg.micro_batch_tokens, pad_id
+                ):
+                    if micro.vt_b.numel() == 0:
+                        continue
+                    micro = micro.to(device)
+                    values = model.values(micro.input_ids, micro.attention_mask)
+                    v = _f32(values[micro.vt_b, micro.vt_pos, micro.vt_head])
+                    old_v = micro.old_values if micro.old_values is not None else v.detach()
+                    terms = value_loss_terms(v, old_v, micro.vt_target, cfg.value_clip)
+                    per_head = terms.new_zeros(nh).index_add(0, micro.vt_head, terms)
+                    loss = cfg.vf_coef * (per_head / counts.clamp(min=1)).sum()
+                    loss.backward()
+                    total += float(loss.detach())
+                for g in optimizer.param_groups:  # the policy (a shared backbone too) stays put
+                    if g.get("name", "actor") == "actor":
+                        for p in g["params"]:
+                            p.grad = None
+                norms = [_clip_group(g["params"], cfg.grad_clip) for g in optimizer.param_groups]
+                if all(math.isfinite(x) for x in norms):
+                    optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                steps += 1
+                if epoch == cfg.critic_epochs - 1:
+                    last.append(total)
+    finally:
+        model.train(was_training)
+    return {
+        "critic_value_loss": sum(last) / len(last) if last else 0.0,
+        "critic_steps": float(steps),
+    }
