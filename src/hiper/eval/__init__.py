@@ -12,6 +12,7 @@ import numpy as np
 from hiper.engines.hf import HFEngine, chat_prompt_ids
 from hiper.envs.base import load_manifest, make_env
 from hiper.envs.pool import EnvPool
+from hiper.models.named import NAMED_MODELS, resolve_model_path
 from hiper.rollout import RolloutConfig, Task, rollout
 from hiper.types import Trajectory
 
@@ -145,12 +146,14 @@ def evaluate_policy(
 
 
 def resolve_model(path: str | Path) -> Path:
-    """A model folder, a saved policy, or a run directory (its latest checkpoint's policy)."""
-    p = Path(path)
+    """A model folder, a saved policy, a run directory (its latest checkpoint's policy), or a
+    named model (its prepared folder, prepared on first use; ``hiper models list``)."""
+    p = Path(resolve_model_path(path))
     if (p / "checkpoints").is_dir():
         from hiper.train.checkpoint import load_checkpoint
 
         return Path(load_checkpoint(p).policy_dir)
     if not p.exists():
-        raise FileNotFoundError(f"model path {str(p)!r} does not exist")
+        known = ", ".join(sorted(NAMED_MODELS))
+        raise FileNotFoundError(f"model path {str(p)!r} does not exist (named models: {known})")
     return p

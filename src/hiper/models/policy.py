@@ -60,6 +60,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from hiper.models.named import resolve_model_path
+
 __all__ = [
     "CRITIC_MODES",
     "POLICY_FILE",
@@ -788,10 +790,11 @@ def _exists_or_hub(name: str) -> bool:
 
 
 def _check_model_path(path, what: str) -> str:
-    """A local folder (resolved) or a hub id; FileNotFoundError naming a missing local path."""
+    """A local folder (resolved), a named model's prepared folder (prepared on first use, see
+    :mod:`hiper.models.named`) or a hub id; FileNotFoundError naming a missing local path."""
     if path is None:
         raise FileNotFoundError(f"no {what} path given")
-    name = os.fspath(path)
+    name = resolve_model_path(path)
     local = Path(name).expanduser()
     if local.exists():
         if not local.is_dir():

@@ -32,7 +32,9 @@ class TinyModelConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    path: str | None = None  # local Hugging Face model folder; null: build the tiny model
+    # local Hugging Face model folder, or a named model (`hiper models list`, prepared once into
+    # the cache; docs/models.md); null: build the tiny model
+    path: str | None = None
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
     lora: LoraSettings | None = None
     critic: Literal["shared", "separate"] = "shared"  # paper: shared; original code: separate

@@ -27,6 +27,7 @@ from hiper.engines.hf import HFEngine, chat_prompt_ids
 from hiper.envs.base import get_env_spec, make_env
 from hiper.envs.pool import EnvPool
 from hiper.eval import evaluate_policy, manifest_task_ids
+from hiper.models.named import resolve_model_path
 from hiper.models.policy import load_policy
 from hiper.protocol.masks import TokenAligner
 from hiper.rollout import RolloutConfig, Task, rollout
@@ -68,9 +69,10 @@ def training_seeds(cfg: TrainConfig, iteration: int | None) -> list[int]:
 
 
 def build_base_model(cfg: TrainConfig, run_dir: Path) -> Path:
-    """``model.path``, or the tiny model built (once) under ``<run_dir>/base_model``."""
+    """``model.path`` (a named model: its prepared folder, prepared on first use), or the tiny
+    model built (once) under ``<run_dir>/base_model``."""
     if cfg.model.path is not None:
-        return Path(cfg.model.path)
+        return Path(resolve_model_path(cfg.model.path))
     out = run_dir / "base_model"
     if (out / "config.json").is_file():
         return out
