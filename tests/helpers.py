@@ -64,18 +64,6 @@ def random_trajectories(rng: np.random.Generator, n: int, max_len: int = 9) -> l
     return out
 
 
-def comparable(rows: list[dict]) -> list[dict]:
-    """Metrics rows without wall-clock figures (what a resumed run must reproduce exactly)."""
-    return [
-        {
-            k: v
-            for k, v in r.items()
-            if not k.startswith(("time/", "throughput/")) and k != "wall_time"
-        }
-        for r in rows
-    ]
-
-
 #: Overrides of configs/quickstart.yaml that make a whole run (tiny model, SFT, PPO, evaluation)
 #: take seconds.
 TINY = [
