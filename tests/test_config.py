@@ -82,3 +82,42 @@ def test_load_yaml_errors(tmp_path):
     lst.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="mapping at the top level"):
         load_yaml(lst)
+
+
+# ---------------------------------------------------------------------------------------------
+# The presets under configs/
+
+
+def _presets():
+    from tests.conftest import PROJECT_ROOT
+
+    root = PROJECT_ROOT / "configs"
+    return [pytest.param(p, id=str(p.relative_to(root))) for p in sorted(root.rglob("*.yaml"))]
+
+
+@pytest.mark.parametrize("path", _presets())
+def test_every_preset_loads_with_valid_environment_options(path):
+    from hiper.envs.base import make_options
+    from hiper.train.config import load_train_config
+
+    cfg = load_train_config(str(path))
+    make_options(cfg.env.name, **cfg.env.options)  # what the trainer's environments are given
+    assert cfg.eval.tasks is None or cfg.eval.tasks >= 1
+
+
+@pytest.mark.parametrize("path", [p for p in _presets() if p.values[0].parent.name == "smollm2"])
+def test_smollm2_presets_use_the_named_model_with_full_prompts_and_lora(path):
+    from hiper.train.config import load_train_config
+
+    cfg = load_train_config(str(path))
+    assert cfg.model.path == "smollm2-135m-instruct"
+    assert cfg.model.lora is not None and cfg.model.critic == "shared"
+    assert cfg.rollout.instructions and cfg.rollout.format == "plan_execute"
+    assert (cfg.model.device, cfg.model.dtype) == ("cpu", "float32")
+    assert cfg.algo.estimator == "hae" and cfg.algo.heads == ("high", "low")
+    # the header tells how to run it on a GPU, and those overrides load
+    header = path.read_text().split("\nrun_dir:")[0]
+    assert "model.device=cuda model.dtype=bfloat16" in header
+    gpu = load_train_config(str(path), ["model.device=cuda", "model.dtype=bfloat16"])
+    assert (gpu.model.device, gpu.model.dtype) == ("cuda", "bfloat16")
+    assert cfg.env.name == path.stem

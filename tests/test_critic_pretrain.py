@@ -8,9 +8,17 @@ import numpy as np
 import pytest
 import torch
 
+from hiper.algos.shaping import ShapingConfig
 from hiper.models.policy import load_policy
-from hiper.train.critic_pretrain import demonstration_returns, pretrain_critic
+from hiper.protocol import parse
+from hiper.train.critic_pretrain import (
+    demonstration_returns,
+    episode_examples,
+    episode_returns,
+    pretrain_critic,
+)
 from hiper.train.sft import SFTExample, expert_examples
+from tests.helpers import trajectory
 
 HEADS = ("high", "low", "term")
 
@@ -72,9 +80,8 @@ def test_pretraining_fits_the_returns_and_leaves_the_policy_alone(tiny_model_dir
     out = pretrain_critic(
         policy,
         ex,
+        demonstration_returns(ex, 0.95, 10.0),
         format="plan_execute",
-        gamma=0.95,
-        success_reward=10.0,
         steps=25,
         lr=3e-3,
         batch_rows=16,
@@ -85,3 +92,38 @@ def test_pretraining_fits_the_returns_and_leaves_the_policy_alone(tiny_model_dir
     assert not torch.equal(policy.value_head.weight, heads_before)
     for k, v in policy.lm.state_dict().items():  # the policy (a shared backbone too) is untouched
         assert torch.equal(v, lm_before[k]), k
+
+
+def test_episode_returns_by_hand():
+    # a won 3-turn episode (success reward 10 on its last turn, one malformed turn), a lost 2-turn
+    # one cut by the step limit; gamma 0.9, invalid penalty 0.5
+    won = trajectory(["SWITCH", "KEEP", "KEEP"], [0.0, 0.0, 1.0], success=True)
+    bad = parse("no tags at all")
+    won.turns[1].response_text, won.turns[1].decision = "no tags at all", bad
+    lost = trajectory(["SWITCH", "SWITCH"], [0.0, 0.0], terminated=False)
+    shaping = ShapingConfig(success_reward=10.0, invalid_penalty=0.5)
+    g = episode_returns([won, lost], shaping, 0.9)
+    # won: r = [0, -0.5, 10] -> G2 = 10, G1 = -0.5 + 9 = 8.5, G0 = 0.9 * 8.5 = 7.65
+    np.testing.assert_allclose(g, [7.65, 8.5, 10.0, 0.0, 0.0], atol=1e-12)
+    ex = episode_examples([won, lost])
+    assert [(e.turns_left, e.won) for e in ex] == [
+        (2, True),
+        (1, True),
+        (0, True),
+        (1, False),
+        (0, False),
+    ]
+    assert ex[1].response == "no tags at all"
+    # on a won expert-like episode (no penalties) it agrees with the demonstrations' formula
+    clean = trajectory(["SWITCH", "KEEP"], [0.0, 1.0], success=True)
+    np.testing.assert_allclose(
+        episode_returns([clean], shaping, 0.9),
+        demonstration_returns(episode_examples([clean]), 0.9, 10.0),
+    )
+
+
+def test_pretraining_refuses_returns_that_do_not_match_the_examples(tiny_model_dir: Path):
+    policy = load_policy(tiny_model_dir, heads=HEADS, reference=False)
+    ex = [_ex(1, True), _ex(0, True)]
+    with pytest.raises(ValueError, match="one return per example"):
+        pretrain_critic(policy, ex, np.zeros(3), format="plan_execute", steps=1, lr=1e-3)

@@ -178,6 +178,67 @@ def test_forward_only_computes_what_is_asked(policy: PolicyModel):
     assert out.values is None and out.entropy is None
 
 
+def test_logprobs_from_skips_the_prompt_logits_and_agrees_with_the_full_forward(
+    tiny_model_dir: Path,
+):
+    """``logprobs_from=k``: the output embedding sees positions k-1.. only; log-probs, entropies
+    (and their gradients), reference log-probs and values agree with the full forward from
+    column k on, and earlier columns are 0."""
+    from hiper.train.batch import first_response_column
+
+    policy = load_policy(tiny_model_dir, lora=LORA)
+    randomize_heads(policy)
+    with torch.no_grad():  # adapters away from zero, so the reference differs from the policy
+        for n, p in policy.lm.named_parameters():
+            if "lora_B" in n:
+                p.copy_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
+    ids, mask = batch(policy.tokenizer, TEXTS)
+    length = ids.shape[1]
+    seen: list[int] = []
+    head = policy.lm.get_output_embeddings()
+    hook = head.register_forward_hook(lambda _m, _args, logits: seen.append(logits.shape[1]))
+    lora_params = [p for p in policy.lm.parameters() if p.requires_grad]
+
+    def run(k: int):
+        policy.zero_grad(set_to_none=True)
+        out = policy(ids, mask, with_entropy=True, logprobs_from=k)
+        grads = None
+        if k <= 9:  # every column of a loss on columns 9.. is computed: the same gradient
+            (out.logprobs * mask)[:, 9:].sum().backward()
+            grads = [p.grad.clone() for p in lora_params]
+        return out, grads, policy.reference_logprobs(ids, mask, logprobs_from=k)
+
+    full, full_grads, full_ref = run(0)
+    assert seen[-2:] == [length, length]  # policy, reference: every position
+    assert (full.logprobs - full_ref).abs().max() > 1e-3
+    for k in (2, 9, length - 1, length):
+        out, grads, ref = run(k)
+        assert seen[-2:] == [length - k + 1] * 2  # positions k-1 .. L-1
+        for got, want in (
+            (out.logprobs, full.logprobs),
+            (out.entropy, full.entropy),
+            (ref, full_ref),
+        ):
+            torch.testing.assert_close(got[:, k:], want[:, k:], atol=1e-5, rtol=0)
+            assert torch.all(got[:, :k] == 0)
+        assert torch.equal(out.values, full.values)  # the heads read every position
+        if grads is not None:
+            for g, w in zip(grads, full_grads, strict=True):
+                torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-4)
+    # the values alone need no logits at all
+    policy.values(ids, mask)
+    assert seen[-1] == 0
+    hook.remove()
+    # where the responses start in a right-padded micro-batch: the shortest prompt's length
+    response = torch.zeros(3, 6, dtype=torch.bool)
+    response[0, 4:6] = True
+    response[1, 2:3] = True
+    assert first_response_column(response) == 2
+    assert first_response_column(torch.zeros(2, 5, dtype=torch.bool)) == 5
+    with pytest.raises(ValueError, match="logprobs_from"):
+        policy(ids, mask, logprobs_from=-1)
+
+
 def test_token_logprobs_alignment_by_hand():
     logits = torch.zeros(1, 3, 4)
     logits[0, 0, 2] = 5.0  # position 0 predicts token 1 of the sequence

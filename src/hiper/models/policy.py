@@ -40,7 +40,8 @@
 Forward passes build ``position_ids`` from the attention mask (``cumsum - 1``), so left- and
 right-padded batches give the same per-token results as unpadded rows. Log-probabilities and
 entropies are computed in float32 from the logits (``log_softmax`` + ``gather``), in row chunks,
-and only what is asked for.
+and only what is asked for: callers that read only the responses pass ``logprobs_from`` and the
+output embedding skips the prompt.
 """
 
 from __future__ import annotations
@@ -197,21 +198,30 @@ def token_logprobs(
     *,
     with_entropy: bool = False,
     temperature: float = 1.0,
+    offset: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Shifted per-token log-probs (and entropies) in float32; see :class:`ForwardOut`.
 
-    ``logits[:, i]`` predicts ``input_ids[:, i + 1]``. ``temperature`` gives the log-probs of the
-    tempered distribution ``softmax(logits / temperature)``, the one a sampler at that temperature
-    draws from. Rows are processed in chunks so the float32 ``log_softmax`` temporary stays bounded.
+    ``logits[:, j]`` are the logits at position ``offset + j`` and predict
+    ``input_ids[:, offset + j + 1]``; ``offset > 0`` is a suffix of the positions (the outputs
+    stay aligned with ``input_ids``, 0 in columns ``0 .. offset``). ``temperature`` gives the
+    log-probs of the tempered distribution ``softmax(logits / temperature)``, the one a sampler at
+    that temperature draws from. Rows are processed in chunks so the float32 ``log_softmax``
+    temporary stays bounded.
     """
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature!r}")
-    b, length, vocab = logits.shape
-    if length < 2:
+    b, width, vocab = logits.shape
+    length = input_ids.shape[1]
+    if offset < 0 or offset + width != length:
+        raise ValueError(
+            f"logits cover positions {offset}..{offset + width - 1}, input_ids has {length}"
+        )
+    if width < 2:
         zeros = logits.new_zeros((b, length), dtype=torch.float32)
         return zeros, (zeros.clone() if with_entropy else None)
-    rows = max(1, _CHUNK_ELEMENTS // max(1, (length - 1) * vocab))
-    targets = input_ids[:, 1:].unsqueeze(-1)
+    rows = max(1, _CHUNK_ELEMENTS // max(1, (width - 1) * vocab))
+    targets = input_ids[:, offset + 1 :].unsqueeze(-1)
     lps, ents = [], []
     for start in range(0, b, rows):
         chunk = logits[start : start + rows, :-1].float()
@@ -221,7 +231,7 @@ def token_logprobs(
         lps.append(lp.gather(-1, targets[start : start + rows]).squeeze(-1))
         if with_entropy:
             ents.append(-(lp.exp() * lp).sum(-1))
-    pad = logits.new_zeros((b, 1), dtype=torch.float32)
+    pad = logits.new_zeros((b, offset + 1), dtype=torch.float32)
     logprobs = torch.cat([pad, torch.cat(lps)], dim=1)
     entropy = torch.cat([pad, torch.cat(ents)], dim=1) if with_entropy else None
     if attention_mask is not None:
@@ -311,15 +321,31 @@ class PolicyModel(nn.Module):
         with_values: bool = True,
         with_entropy: bool = False,
         temperature: float = 1.0,
+        logprobs_from: int = 0,
     ) -> ForwardOut:
         """Per-token log-probs (+ entropies, + values) of ``input_ids``; see :class:`ForwardOut`.
-        Log-probs and entropies are those of the policy sampled at ``temperature``."""
+        Log-probs and entropies are those of the policy sampled at ``temperature``.
+
+        ``logprobs_from``: log-probs and entropies are computed only for columns
+        ``>= logprobs_from`` (earlier columns are 0): the output embedding then runs on positions
+        ``logprobs_from - 1 ..`` only. With a 49k-token vocabulary the logits of a prompt cost
+        more than a fifth of the forward, and nobody reads them: pass the first response column
+        of a right-padded batch (:func:`hiper.train.batch.first_response_column`). Values are
+        computed at every position either way."""
         _check_batch(input_ids, attention_mask)
         positions = position_ids_from_mask(attention_mask)
         need_hidden = with_values and self.critic == "shared"
-        logits, hidden = _run_lm(self.lm, input_ids, attention_mask, positions, need_hidden)
+        start = _logits_start(logprobs_from, input_ids.shape[1])
+        logits, hidden = _run_lm(
+            self.lm, input_ids, attention_mask, positions, need_hidden, logits_from=start
+        )
         logprobs, entropy = token_logprobs(
-            logits, input_ids, attention_mask, with_entropy=with_entropy, temperature=temperature
+            logits,
+            input_ids,
+            attention_mask,
+            with_entropy=with_entropy,
+            temperature=temperature,
+            offset=start,
         )
         del logits
         values = self._values(input_ids, attention_mask, positions, hidden) if with_values else None
@@ -331,8 +357,9 @@ class PolicyModel(nn.Module):
         _check_batch(input_ids, attention_mask)
         positions = position_ids_from_mask(attention_mask)
         hidden = None
-        if self.critic == "shared":
-            _, hidden = _run_lm(self.lm, input_ids, attention_mask, positions, True)
+        if self.critic == "shared":  # the hidden states only: no logits at all
+            length = input_ids.shape[1]
+            _, hidden = _run_lm(self.lm, input_ids, attention_mask, positions, True, length)
         return self._values(input_ids, attention_mask, positions, hidden)
 
     def _values(self, input_ids, attention_mask, positions, hidden) -> torch.Tensor:
@@ -353,23 +380,31 @@ class PolicyModel(nn.Module):
 
     @torch.no_grad()
     def reference_logprobs(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, temperature: float = 1.0
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        temperature: float = 1.0,
+        *,
+        logprobs_from: int = 0,
     ) -> torch.Tensor:
         """Log-probs under the reference policy at ``temperature`` (aligned like
-        ``ForwardOut.logprobs``)."""
+        ``ForwardOut.logprobs``; ``logprobs_from`` as in :meth:`forward`)."""
         _check_batch(input_ids, attention_mask)
         positions = position_ids_from_mask(attention_mask)
+        start = _logits_start(logprobs_from, input_ids.shape[1])
         if self.lora is not None:
             with self.lm.disable_adapter():
-                logits, _ = _run_lm(self.lm, input_ids, attention_mask, positions, False)
+                logits, _ = _run_lm(self.lm, input_ids, attention_mask, positions, False, start)
         elif self._ref:
-            logits, _ = _run_lm(self._ref[0], input_ids, attention_mask, positions, False)
+            logits, _ = _run_lm(self._ref[0], input_ids, attention_mask, positions, False, start)
         else:
             raise RuntimeError(
                 "this policy was loaded with reference=False: it has no reference model "
                 "(load it with reference=True to get reference log-probs)"
             )
-        return token_logprobs(logits, input_ids, attention_mask, temperature=temperature)[0]
+        return token_logprobs(
+            logits, input_ids, attention_mask, temperature=temperature, offset=start
+        )[0]
 
     # ------------------------------------------------------------------ parameter groups
 
@@ -682,20 +717,37 @@ def _resume_reference(lm, saved, reference, torch_dtype, device, root):
 # Helpers
 
 
-def _run_lm(lm, input_ids, attention_mask, positions, need_hidden: bool):
-    """(logits, last hidden state or None) from one forward pass of a causal LM.
+def _logits_start(logprobs_from: int, length: int) -> int:
+    """The first position whose logits the log-probs of columns ``>= logprobs_from`` need."""
+    if isinstance(logprobs_from, bool) or not isinstance(logprobs_from, int) or logprobs_from < 0:
+        raise ValueError(f"logprobs_from must be an integer >= 0, got {logprobs_from!r}")
+    return min(max(logprobs_from - 1, 0), max(length - 1, 0))
+
+
+def _run_lm(lm, input_ids, attention_mask, positions, need_hidden: bool, logits_from: int = 0):
+    """(logits of positions ``logits_from ..``, last hidden state of every position or None)
+    from one forward pass of a causal LM.
 
     The last hidden state is captured by a forward pre-hook on the output embedding: it is
     exactly the tensor the logits are computed from, for any architecture, and nothing else
-    (no per-layer hidden states) is kept.
+    (no per-layer hidden states) is kept. ``logits_from > 0``: the same hook hands the output
+    embedding only the positions from ``logits_from`` on, so the logits (and whatever the model
+    applies to them, e.g. a soft cap) are computed for that suffix alone.
     """
     captured: list[torch.Tensor] = []
     handle = None
-    if need_hidden:
+    if need_hidden or logits_from > 0:
         head = lm.get_output_embeddings()
         if head is None:
             raise RuntimeError(f"{type(lm).__name__} has no output embedding to read values from")
-        handle = head.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
+
+        def hook(_module, args):
+            captured.append(args[0])
+            if logits_from > 0:
+                return (args[0][:, logits_from:], *args[1:])
+            return None
+
+        handle = head.register_forward_pre_hook(hook)
     try:
         out = lm(
             input_ids=input_ids,
@@ -706,10 +758,16 @@ def _run_lm(lm, input_ids, attention_mask, positions, need_hidden: bool):
     finally:
         if handle is not None:
             handle.remove()
-    hidden = captured[-1] if captured else None
+    hidden = captured[-1] if need_hidden and captured else None
     if need_hidden and (hidden is None or hidden.shape[:2] != input_ids.shape):
         raise RuntimeError("could not capture the last hidden state for the value heads")
-    return out.logits, hidden
+    logits = out.logits
+    if logits.shape[1] != input_ids.shape[1] - logits_from:
+        raise RuntimeError(
+            f"{type(lm).__name__} returned logits for {logits.shape[1]} positions, expected "
+            f"{input_ids.shape[1] - logits_from}"
+        )
+    return logits, hidden
 
 
 def _scale(x) -> float:

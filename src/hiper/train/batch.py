@@ -36,6 +36,7 @@ __all__ = [
     "build_sequence_batch",
     "build_train_batch",
     "fill_from_forward",
+    "first_response_column",
     "micro_batches",
     "pad_rows",
     "select_rows",
@@ -473,6 +474,14 @@ def micro_batches(
 # old / reference log-probs and old values
 
 
+def first_response_column(response_mask: Tensor) -> int:
+    """The first column holding a response token in a right-padded [B, L] batch (the shortest
+    prompt's length; L when there is none): what ``PolicyModel.forward(logprobs_from=...)``
+    needs to score every response token and skip the prompts' logits."""
+    cols = response_mask.any(dim=0).nonzero()
+    return int(cols[0]) if cols.numel() else int(response_mask.shape[1])
+
+
 def model_device(model: torch.nn.Module) -> torch.device:
     for p in model.parameters():
         return p.device
@@ -520,6 +529,7 @@ def fill_from_forward(
             ids = mb.input_ids.to(device)
             att = mb.attention_mask.to(device)
             rm = mb.response_mask.to(device)
+            first = first_response_column(mb.response_mask)  # no logits for the prompts
             if logprobs:
                 out = model(
                     ids,
@@ -527,13 +537,16 @@ def fill_from_forward(
                     with_values=want_values,
                     with_entropy=False,
                     temperature=batch.temperature,
+                    logprobs_from=first,
                 )
                 old[mb.resp_index] = out.logprobs[rm].float().cpu()
                 values_out = out.values
             elif want_values:
                 values_out = model.values(ids, att)
             if ref is not None:
-                ref_lp = model.reference_logprobs(ids, att, temperature=batch.temperature)
+                ref_lp = model.reference_logprobs(
+                    ids, att, temperature=batch.temperature, logprobs_from=first
+                )
                 ref[mb.resp_index] = ref_lp[rm].float().cpu()
             if old_v is not None and mb.vt_index.numel():
                 if values_out is None:

@@ -106,16 +106,21 @@ class SFTConfig:
     lr: float = 1e-3  # peak; linear warm-up, then cosine decay to lr / 10 at the last step
     warmup_steps: int = 0
     seed: int = 1000  # episode seeds seed .. seed + episodes - 1 (disjoint from RL task seeds)
-    # value pre-training after SFT: steps of regression of every value head on the
-    # demonstrations' known returns (hiper.train.critic_pretrain); 0 skips it
+    # value pre-training after SFT: steps of regression of every value head on known returns
+    # (hiper.train.critic_pretrain); 0 skips it. Its data: the Monte-Carlo returns of
+    # critic_episodes episodes the SFT policy plays on the training tasks or, with 0, the
+    # demonstrations' (whose expert always wins while the policy mostly fails)
     critic_steps: int = 0
     critic_lr: float = 1e-3
+    critic_episodes: int = 0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.noise <= 1.0:
             raise ValueError(f"noise must be in [0, 1], got {self.noise}")
         if self.episodes < 0 or self.epochs < 0 or self.batch_rows < 1:
             raise ValueError("episodes and epochs must be >= 0 and batch_rows >= 1")
+        if self.critic_episodes < 0:
+            raise ValueError(f"sft.critic_episodes must be >= 0, got {self.critic_episodes}")
         if self.critic_steps < 0 or self.critic_lr <= 0:
             raise ValueError(
                 f"sft.critic_steps must be >= 0 and sft.critic_lr > 0, got {self.critic_steps}, "

@@ -1,4 +1,5 @@
-"""Value pre-training on demonstrations, whose returns are known exactly.
+"""Value pre-training on episodes whose returns are known exactly: demonstrations, and the
+starting policy's own episodes.
 
 A critic that starts from zero explains nothing for the first PPO iterations, exactly when the
 advantages it feeds matter most. The SFT demonstrations are whole episodes with a known outcome, so
@@ -7,6 +8,13 @@ success reward of a won episode (0 for an episode cut by the step limit). Every 
 regressed on it at the position where the estimator reads it (HAE.md §3: V^H and V^term before the
 response, V^L after the subgoal), so the heads learn to read the state (task, progress, step count)
 before RL starts; PPO's own value targets then only recalibrate them to the policy's returns.
+
+The demonstrations teach the heads to read progress, but the expert always wins while the SFT policy
+mostly fails, so their returns are biased for the policy PPO starts from. Episodes played by that
+policy (``sft.critic_episodes``, on the training tasks at the rollout temperature) carry the returns
+the first PPO batches will have: which tasks it wins, in how many turns. Their Monte-Carlo returns
+``G_t = sum_k gamma^k r_{t+k}`` of the shaped rewards (:func:`episode_returns`) are the same targets
+the demonstrations get, exactly, for the policy being evaluated.
 
 Only the critic's parameters move (the separate critic backbone and the heads; with a shared
 critic only the heads, so the policy is untouched).
@@ -20,6 +28,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from hiper.algos.layout import build_layout
+from hiper.algos.shaping import ShapingConfig, shape_rewards
 from hiper.protocol import parse
 from hiper.protocol.masks import TokenAligner, value_positions
 from hiper.train.batch import (
@@ -31,8 +41,15 @@ from hiper.train.batch import (
 )
 from hiper.train.ppo import explained_variance
 from hiper.train.sft import SFTExample
+from hiper.types import Trajectory
 
-__all__ = ["HEAD_POSITION", "demonstration_returns", "pretrain_critic"]
+__all__ = [
+    "HEAD_POSITION",
+    "demonstration_returns",
+    "episode_examples",
+    "episode_returns",
+    "pretrain_critic",
+]
 
 #: Where each value head is read in a response (see :func:`hiper.protocol.masks.value_positions`).
 HEAD_POSITION = {"high": "start", "term": "start", "low": "after_subgoal"}
@@ -48,13 +65,44 @@ def demonstration_returns(
     return np.where(won, success_reward * gamma**left, 0.0)
 
 
+def episode_returns(
+    trajectories: Sequence[Trajectory], shaping: ShapingConfig, gamma: float
+) -> np.ndarray:
+    """Flat ``G_t`` of every turn of every trajectory (trajectory order, then turn order): the
+    discounted sum of the shaped rewards from turn t to the episode's end. An episode cut by the
+    step limit ends there (its return is what it earned, as for a cut demonstration)."""
+    layout = build_layout(trajectories)
+    r = shape_rewards(layout, shaping)
+    g = np.zeros_like(r)
+    acc = np.zeros(r.shape[0])
+    for t in range(r.shape[1] - 1, -1, -1):
+        acc = r[:, t] + gamma * acc * layout.mask[:, t]
+        g[:, t] = acc
+    return g[layout.mask]
+
+
+def episode_examples(trajectories: Sequence[Trajectory]) -> list[SFTExample]:
+    """The turns of played episodes as value-regression examples (trajectory order, then turn
+    order, like :func:`episode_returns`)."""
+    return [
+        SFTExample(
+            np.asarray(turn.prompt_ids),
+            np.asarray(turn.response_ids),
+            response=turn.response_text,
+            turns_left=len(tr.turns) - 1 - t,
+            won=bool(tr.success),
+        )
+        for tr in trajectories
+        for t, turn in enumerate(tr.turns)
+    ]
+
+
 def pretrain_critic(
     policy,
     examples: Sequence[SFTExample],
+    returns: np.ndarray,
     *,
     format: str,
-    gamma: float,
-    success_reward: float,
     steps: int,
     lr: float,
     batch_rows: int = 32,
@@ -63,7 +111,7 @@ def pretrain_critic(
     progress: Callable[[int, int, float], None] | None = None,
 ) -> dict[str, float]:
     """``steps`` AdamW steps of 0.5 * squared error between every head of ``policy`` and the
-    demonstrations' returns, on batches of ``batch_rows`` examples drawn without replacement
+    examples' ``returns`` (one per example), on batches of ``batch_rows`` examples drawn without replacement
     (reshuffled each pass). Returns the first and last losses and, per head, the explained
     variance on the last ~10 % of the examples (held out from the steps)."""
     if steps < 1:
@@ -74,7 +122,9 @@ def pretrain_critic(
     unknown = [h for h in heads if h not in HEAD_POSITION]
     if unknown:
         raise ValueError(f"no known reading position for value head(s) {unknown}")
-    returns = demonstration_returns(examples, gamma, success_reward).astype(np.float32)
+    returns = np.asarray(returns, np.float32)
+    if returns.shape != (len(examples),):
+        raise ValueError(f"need one return per example: {returns.shape} for {len(examples)}")
     decisions = [parse(e.response, format) for e in examples]
     spans = TokenAligner(policy.tokenizer).align(
         [e.response_ids for e in examples], [e.response for e in examples], decisions

@@ -33,7 +33,12 @@ from hiper.protocol.masks import TokenAligner
 from hiper.rollout import RolloutConfig, Task, rollout
 from hiper.train.checkpoint import load_checkpoint, restore_state, save_checkpoint
 from hiper.train.config import TRAINING_TASKS, TrainConfig
-from hiper.train.critic_pretrain import pretrain_critic
+from hiper.train.critic_pretrain import (
+    demonstration_returns,
+    episode_examples,
+    episode_returns,
+    pretrain_critic,
+)
 from hiper.train.ppo import make_optimizer, ppo_update
 from hiper.train.prepare import prepare_batch
 from hiper.train.runlog import MetricsLogger, TrajectoryLog, atomic_write_text
@@ -229,6 +234,30 @@ class Trainer:
             ),
         )
 
+    def _play_for_critic(self, episodes: int) -> list[Trajectory]:
+        """``episodes`` episodes of the current (SFT) policy on the tasks the first iterations
+        will play, in groups of ``rollout.group_size``, at the rollout temperature, with the
+        sampling seed of iteration 0 (training iterations start at 1)."""
+        cfg = self.cfg
+        r = cfg.rollout
+        tasks: list[Task] = []
+        it = 1
+        while len(tasks) < episodes:
+            tasks += [
+                Task(seed=s, group_id=f"critic:{it}:{j}")
+                for j, s in enumerate(training_seeds(cfg, it))
+                for _ in range(r.group_size)
+            ]
+            it += 1
+        return self._play(
+            self.train_pool,
+            tasks[:episodes],
+            seed=cfg.seed * 7919,
+            greedy=False,
+            temperature=r.temperature,
+            max_turns=r.max_turns,
+        )
+
     # -- stages ---------------------------------------------------------------------------------
     def sft(self) -> dict[str, float]:
         cfg = self.cfg
@@ -265,14 +294,26 @@ class Trainer:
             self._restart_from_sft()
         if critic:
             t0 = time.perf_counter()
-            est = cfg.algo.estimator_config
+            gamma = float(getattr(cfg.algo.estimator_config, "gamma", 1.0))
+            if s.critic_episodes:
+                # the returns the first PPO batches will have (seed 1: explained variance at
+                # iteration 1 0.43 vs 0.12 from the demonstrations; docs/results.md)
+                trajs = self._play_for_critic(s.critic_episodes)
+                m["critic_pretrain/episodes"] = float(len(trajs))
+                m["critic_pretrain/success"] = float(np.mean([t.success for t in trajs]))
+                m["time/critic_rollout_s"] = time.perf_counter() - t0
+                examples = episode_examples(trajs)
+                returns = episode_returns(trajs, cfg.algo.shaping, gamma)
+            else:  # the demonstrations: the expert always wins, the policy mostly fails
+                returns = demonstration_returns(
+                    examples, gamma, cfg.algo.shaping.success_reward or 1.0
+                )
             m.update(
                 pretrain_critic(
                     self.policy,
                     examples,
+                    returns,
                     format=cfg.rollout.format,
-                    gamma=float(getattr(est, "gamma", 1.0)),
-                    success_reward=cfg.algo.shaping.success_reward or 1.0,
                     steps=s.critic_steps,
                     lr=s.critic_lr,
                     batch_rows=s.batch_rows,

@@ -34,6 +34,7 @@ import torch
 
 from hiper.train.batch import (
     TrainBatch,
+    first_response_column,
     micro_batches,
     model_device,
     pad_token_id,
@@ -274,6 +275,8 @@ def ppo_update(
                         with_values=want_v,
                         with_entropy=True,
                         temperature=batch.temperature,
+                        # every term reads response tokens only: skip the prompts' logits
+                        logprobs_from=first_response_column(micro.response_mask),
                     )
                     logp = _f32(out.logprobs)
                     mask = micro.loss_mask

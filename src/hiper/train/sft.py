@@ -21,7 +21,13 @@ import torch
 from torch import Tensor
 
 from hiper.protocol import PromptContext, build_prompt
-from hiper.train.batch import build_sequence_batch, micro_batches, model_device, pad_token_id
+from hiper.train.batch import (
+    build_sequence_batch,
+    first_response_column,
+    micro_batches,
+    model_device,
+    pad_token_id,
+)
 from hiper.train.losses import masked_sum_mean
 
 __all__ = [
@@ -93,7 +99,13 @@ def sft_update(
         optimizer.zero_grad(set_to_none=True)
         for mb in micro_batches(batch, micro_batch_rows, max_tokens, pad_token_id(model)):
             mb = mb.to(device)
-            out = model(mb.input_ids, mb.attention_mask, with_values=False, with_entropy=False)
+            out = model(
+                mb.input_ids,
+                mb.attention_mask,
+                with_values=False,
+                with_entropy=False,
+                logprobs_from=first_response_column(mb.response_mask),  # no prompt logits
+            )
             lp = out.logprobs if out.logprobs.dtype == torch.float64 else out.logprobs.float()
             loss = sft_loss(lp, mb.loss_mask, norm)
             loss.backward()
