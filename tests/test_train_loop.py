@@ -31,7 +31,7 @@ def test_household_pipeline_end_to_end(tmp_path):
     assert rows[0]["sft/loss_last"] < rows[0]["sft/loss_first"]
     # the critic was pre-trained on the returns of 2 episodes the SFT policy played
     assert rows[0]["critic_pretrain/episodes"] == 2.0
-    assert 0.0 <= rows[0]["critic_pretrain/success"] <= 1.0
+    assert 0.0 <= rows[0]["critic_pretrain/policy_success"] <= 1.0
     assert rows[0]["critic_pretrain/loss_last"] >= 0.0
     for key in (
         "train/success",
@@ -51,6 +51,14 @@ def test_household_pipeline_end_to_end(tmp_path):
     assert rows[1]["ppo/kl"] < 1e-3
     assert (tmp_path / "run" / "sft_model" / "config.json").is_file()
     assert out["evals"][0][0] == 0 and len(out["evals"]) == 3
+    # the summary's extra entries are evaluation splits only (TINY runs none besides the main one)
+    assert set(out) == {
+        "last",
+        "evals",
+        "eval_success_start",
+        "eval_success_end",
+        "eval_success_gain_pp",
+    }
     lines = read_jsonl(tmp_path / "run" / "trajectories.jsonl")
     train = [ln for ln in lines if ln["split"] == "train"]
     assert len(train) == 4 and {ln["iteration"] for ln in train} == {1, 2}

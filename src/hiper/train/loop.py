@@ -300,7 +300,7 @@ class Trainer:
                 # iteration 1 0.43 vs 0.12 from the demonstrations; docs/results.md)
                 trajs = self._play_for_critic(s.critic_episodes)
                 m["critic_pretrain/episodes"] = float(len(trajs))
-                m["critic_pretrain/success"] = float(np.mean([t.success for t in trajs]))
+                m["critic_pretrain/policy_success"] = float(np.mean([t.success for t in trajs]))
                 m["time/critic_rollout_s"] = time.perf_counter() - t0
                 examples = episode_examples(trajs)
                 returns = episode_returns(trajs, cfg.algo.shaping, gamma)
