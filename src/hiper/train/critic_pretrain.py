@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from hiper.algos.groups import discounted_returns
 from hiper.algos.layout import build_layout
 from hiper.algos.shaping import ShapingConfig, shape_rewards
 from hiper.protocol import parse
@@ -72,13 +73,7 @@ def episode_returns(
     discounted sum of the shaped rewards from turn t to the episode's end. An episode cut by the
     step limit ends there (its return is what it earned, as for a cut demonstration)."""
     layout = build_layout(trajectories)
-    r = shape_rewards(layout, shaping)
-    g = np.zeros_like(r)
-    acc = np.zeros(r.shape[0])
-    for t in range(r.shape[1] - 1, -1, -1):
-        acc = r[:, t] + gamma * acc * layout.mask[:, t]
-        g[:, t] = acc
-    return g[layout.mask]
+    return discounted_returns(shape_rewards(layout, shaping), layout.mask, gamma)[layout.mask]
 
 
 def episode_examples(trajectories: Sequence[Trajectory]) -> list[SFTExample]:
@@ -111,8 +106,8 @@ def pretrain_critic(
     progress: Callable[[int, int, float], None] | None = None,
 ) -> dict[str, float]:
     """``steps`` AdamW steps of 0.5 * squared error between every head of ``policy`` and the
-    examples' ``returns`` (one per example), on batches of ``batch_rows`` examples drawn without replacement
-    (reshuffled each pass). Returns the first and last losses and, per head, the explained
+    examples' ``returns`` (one per example), on batches of ``batch_rows`` examples drawn without
+    replacement (reshuffled each pass). Returns the first and last losses and, per head, the explained
     variance on the last ~10 % of the examples (held out from the steps)."""
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")

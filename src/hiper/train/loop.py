@@ -73,6 +73,16 @@ def training_seeds(cfg: TrainConfig, iteration: int | None) -> list[int]:
     return [base + (first + j) % r.task_pool for j in range(r.tasks_per_iteration)]
 
 
+def iteration_tasks(cfg: TrainConfig, iteration: int, tag: str = "") -> list[Task]:
+    """The episodes iteration ``iteration`` plays: each of its tasks ``rollout.group_size`` times,
+    one group per task (group id ``<tag><iteration>:<j>``)."""
+    return [
+        Task(seed=s, group_id=f"{tag}{iteration}:{j}")
+        for j, s in enumerate(training_seeds(cfg, iteration))
+        for _ in range(cfg.rollout.group_size)
+    ]
+
+
 def build_base_model(cfg: TrainConfig, run_dir: Path) -> Path:
     """``model.path`` (a named model: its prepared folder, prepared on first use), or the tiny
     model built (once) under ``<run_dir>/base_model``."""
@@ -243,11 +253,7 @@ class Trainer:
         tasks: list[Task] = []
         it = 1
         while len(tasks) < episodes:
-            tasks += [
-                Task(seed=s, group_id=f"critic:{it}:{j}")
-                for j, s in enumerate(training_seeds(cfg, it))
-                for _ in range(r.group_size)
-            ]
+            tasks += iteration_tasks(cfg, it, tag="critic:")
             it += 1
         return self._play(
             self.train_pool,
@@ -417,14 +423,9 @@ class Trainer:
         cfg = self.cfg
         r = cfg.rollout
         t0 = time.perf_counter()
-        tasks = [
-            Task(seed=s, group_id=f"{it}:{j}")
-            for j, s in enumerate(training_seeds(cfg, it))
-            for _ in range(r.group_size)
-        ]
         trajs = self._play(
             self.train_pool,
-            tasks,
+            iteration_tasks(cfg, it),
             seed=cfg.seed * 7919 + it,
             greedy=False,
             temperature=r.temperature,
