@@ -116,29 +116,29 @@ def evaluate_policy(
     )
     own = pool is None
     pool = pool or EnvPool(
-        env, min(workers, max(len(task_ids), 1)), backend=backend, options=options
+        env, min(workers, max(len(task_ids) * seeds, 1)), backend=backend, options=options
     )
     report = EvalReport(env, split, len(task_ids), list(range(seeds)), greedy, temperature)
     try:
         policy.eval()
-        for s in range(seeds):
-            calls = iter(range(10**9))
-            trajs = rollout(
-                pool,
-                lambda p, s=s, calls=calls: engine.generate(
-                    p, greedy=greedy, seed=10_000 + s * 100_003 + next(calls)
-                ),
-                lambda text: chat_prompt_ids(policy.tokenizer, text),
-                [Task(task_id=t) for t in task_ids],
-                family,
-                RolloutConfig(
-                    max_turns=max_turns,
-                    history_len=history_len,
-                    format=format,
-                    instructions=instructions,
-                ),
-            )
-            report.runs.append(trajs)
+        # all (seed, task) episodes in one rollout: waves of up to ``pool.n`` episodes share
+        # each generate call (seed after seed, a 4-task pool was generated 4 prompts at a time)
+        calls = iter(range(10**9))
+        trajs = rollout(
+            pool,
+            lambda p: engine.generate(p, greedy=greedy, seed=10_000 + next(calls)),
+            lambda text: chat_prompt_ids(policy.tokenizer, text),
+            [Task(task_id=t) for _ in range(seeds) for t in task_ids],
+            family,
+            RolloutConfig(
+                max_turns=max_turns,
+                history_len=history_len,
+                format=format,
+                instructions=instructions,
+            ),
+        )
+        n = len(task_ids)
+        report.runs.extend(trajs[s * n : (s + 1) * n] for s in range(seeds))  # seed s's episodes
     finally:
         if own:
             pool.close()
