@@ -88,6 +88,7 @@ TINY = [
     "rollout.tasks_per_iteration=2",
     "rollout.group_size=1",
     "rollout.task_pool=null",
+    "rollout.pool_screen=0",
     "env.eval_split=eval_out_of_distribution",
     "rollout.max_turns=3",
     "rollout.max_new_tokens=12",

@@ -34,6 +34,7 @@ One SFT model (a module fixture) serves both estimators.
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -252,3 +253,24 @@ def test_ppo_raises_success_on_fixed_tasks(estimator, sft_model, tmp_path, one_t
     print("\n" + report)
     assert len(train) == ITERATIONS, report
     assert gain >= MIN_GAIN_PP, report
+
+
+def test_pool_screening_keeps_tasks_the_sft_policy_wins(sft_model, tmp_path, one_thread):
+    """``rollout.pool_screen``: the pool is the first tasks the starting policy wins at least once
+    (here the clone of the pool's two tasks, which wins ~half of their episodes)."""
+    overrides = [f"run_dir={tmp_path}", *RL, f"model.path={sft_model['path']}"]
+    cfg = load_train_config(None, [*overrides, "rollout.pool_screen=8", *ESTIMATORS["grpo"]])
+    trainer = Trainer(cfg)
+    trainer._setup()
+    try:
+        m = trainer.screen_pool()
+    finally:
+        trainer.close()
+    record = json.loads((tmp_path / "pool.json").read_text())
+    first = [SEED * 1_000_000 + j for j in range(POOL)]
+    print(f"\nscreening: {record}")
+    assert record["seeds"] == trainer.pool == first
+    assert list(record["wins"]) == [str(s) for s in first]  # 2 candidates x 8 fill the 16 envs
+    assert all(1 <= w <= 8 for w in record["wins"].values())
+    assert m["pool/candidates"] == POOL
+    assert m["pool/kept_win_rate"] == sum(record["wins"].values()) / (8 * POOL)

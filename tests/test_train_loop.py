@@ -16,7 +16,7 @@ import torch
 from hiper.config import ConfigError
 from hiper.envs.base import TASK_TYPES
 from hiper.train.config import load_train_config
-from hiper.train.loop import Trainer
+from hiper.train.loop import Trainer, screen_tasks, training_seeds
 from hiper.train.records import trajectory_from_dict
 from hiper.train.runlog import read_jsonl
 from tests.conftest import PROJECT_ROOT, shared_data_path
@@ -357,3 +357,81 @@ def test_task_pool_training_tasks_evaluation_and_extra_splits(tmp_path):
     assert [r["iteration"] for r in rows if "eval/success" in r] == [0, 2]
     with pytest.raises(ConfigError, match="task_pool"):
         config(tmp_path / "x", "env.eval_split=training_tasks", "rollout.task_pool=null")
+
+
+def test_screen_tasks_keeps_the_first_winners_in_seed_order():
+    wins = {100: 0, 101: 2, 102: 0, 103: 1, 104: 5, 105: 1, 106: 0}
+    calls: list[list[int]] = []
+
+    def wins_of(seeds):
+        calls.append(seeds)
+        return [wins[s] for s in seeds]
+
+    kept, tried = screen_tasks(100, wins_of, keep=2, per_call=2, limit=20)
+    assert kept == [101, 103] and calls == [[100, 101], [102, 103]]
+    assert tried == {100: 0, 101: 2, 102: 0, 103: 1}
+    # a call may bring more winners than needed: only the first ones are kept
+    calls.clear()
+    kept, tried = screen_tasks(100, wins_of, keep=3, per_call=3, limit=20)
+    assert kept == [101, 103, 104] and calls == [[100, 101, 102], [103, 104, 105]]
+    assert tried[105] == 1
+    # the limit caps the candidates tried, the last call included
+    calls.clear()
+    kept, tried = screen_tasks(100, wins_of, keep=4, per_call=3, limit=5)
+    assert kept == [101, 103, 104] and calls == [[100, 101, 102], [103, 104]]
+    assert list(tried) == [100, 101, 102, 103, 104]
+    # min_wins=2: a task won once (103, 105) is passed over
+    kept, tried = screen_tasks(100, wins_of, keep=2, per_call=2, limit=20, min_wins=2)
+    assert kept == [101, 104] and list(tried) == [100, 101, 102, 103, 104, 105]
+
+
+def test_training_seeds_of_a_screened_pool(tmp_path):
+    cfg = config(tmp_path, "rollout.task_pool=3", "rollout.tasks_per_iteration=2")
+    base = [cfg.seed * 1_000_000 + j for j in range(3)]
+    assert training_seeds(cfg, None) == base
+    assert training_seeds(cfg, None, [7, 9, 11]) == [7, 9, 11]
+    # iteration i plays pool tasks (i-1)*k .. (i-1)*k+k-1 mod N, whatever the pool's seeds
+    assert training_seeds(cfg, 2, [7, 9, 11]) == [11, 7]
+    assert training_seeds(cfg, 2) == [base[2], base[0]]
+    with pytest.raises(ConfigError, match=r"rollout: pool_screen must be an integer >= 0, got -1"):
+        config(tmp_path, "rollout.task_pool=3", "rollout.pool_screen=-1")
+    with pytest.raises(ConfigError, match=r"set task_pool too"):
+        config(tmp_path, "rollout.pool_screen=2")
+    with pytest.raises(ConfigError, match=r"pool_min_wins must be an integer in 1..pool_screen"):
+        config(tmp_path, "rollout.task_pool=3", "rollout.pool_screen=2", "rollout.pool_min_wins=3")
+    with pytest.raises(ConfigError, match=r"pool_min_wins must be an integer >= 1, got 0"):
+        config(tmp_path, "rollout.pool_min_wins=0")
+
+
+def test_pool_screening_refuses_a_policy_that_never_wins(tmp_path):
+    """Two turns cannot win a household task (the expert needs 4 or more steps): screening tries
+    MAX_CANDIDATES_PER_TASK candidates per pool task, then says what to change."""
+    cfg = config(
+        tmp_path / "run",
+        "rollout.task_pool=1",
+        "rollout.pool_screen=2",
+        "rollout.max_turns=2",
+        "sft.critic_steps=0",
+    )
+    with pytest.raises(
+        RuntimeError, match=r"won only 0 of the first 8 training tasks 2\+ times in 2 episodes"
+    ):
+        Trainer(cfg).run()
+    assert not (tmp_path / "run" / "pool.json").exists()
+
+
+def test_a_screened_pool_is_read_back_on_resume(tmp_path):
+    """The pool a run screened is in pool.json; a resumed run trains on it (and refuses to
+    resume without it)."""
+    run = tmp_path / "run"
+    first = ["rollout.task_pool=2", "rollout.tasks_per_iteration=2", "eval.every=0"]
+    Trainer(config(run, "iterations=1", *first)).run()
+    resumed = config(run, "iterations=2", *first, "rollout.pool_screen=4")
+    with pytest.raises(FileNotFoundError, match=r"pool.json' is missing: it holds the screened"):
+        Trainer(resumed, resume=True).run()
+    seeds = [cfg_seed * 1_000_000 + j for cfg_seed in [resumed.seed] for j in (5, 8)]
+    (run / "pool.json").write_text(json.dumps({"seeds": seeds, "pool_screen": 4, "wins": {}}))
+    Trainer(resumed, resume=True).run()
+    lines = read_jsonl(run / "trajectories.jsonl")
+    played = [ln["task_id"] for ln in lines if ln["split"] == "train" and ln["iteration"] == 2]
+    assert played == [f"household/train/pick_and_place_simple/{s}" for s in seeds]

@@ -71,6 +71,12 @@ class RolloutSection:
     # null: every iteration plays new training tasks; N: a fixed pool of N training tasks, played
     # in turn (iteration i plays pool tasks i*k .. i*k+k-1 mod N, k = tasks_per_iteration)
     task_pool: int | None = None
+    # with task_pool N, k > 0: the pool is the first N training tasks (in seed order) that the
+    # starting (SFT) policy wins at least pool_min_wins times in k episodes; a task it never wins
+    # gives every estimator zero advantage (the pass-rate filter of DAPO's dynamic sampling,
+    # applied once)
+    pool_screen: int = 0
+    pool_min_wins: int = 1
     max_turns: int = 50
     history_len: int = 2
     format: Literal["plan_execute", "react"] = "plan_execute"
@@ -94,6 +100,20 @@ class RolloutSection:
             )
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        k = self.pool_screen
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+            raise ValueError(f"pool_screen must be an integer >= 0, got {k!r}")
+        w = self.pool_min_wins
+        if isinstance(w, bool) or not isinstance(w, int) or w < 1 or (k and w > k):
+            raise ValueError(
+                f"pool_min_wins must be an integer in 1..pool_screen ({k}), got {w!r}"
+                if k
+                else f"pool_min_wins must be an integer >= 1, got {w!r}"
+            )
+        if k and self.task_pool is None:
+            raise ValueError(
+                "pool_screen screens the tasks of a fixed pool: set task_pool too (or pool_screen=0)"
+            )
 
 
 @dataclass(frozen=True)

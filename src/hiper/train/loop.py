@@ -13,7 +13,7 @@ import os
 import shutil
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,11 @@ from hiper.types import SWITCH, Trajectory
 
 Progress = Callable[[str, dict[str, Any]], None]
 
+#: The screened pool of a run (``rollout.pool_screen``): its task seeds and every candidate's wins.
+POOL_FILE = "pool.json"
+#: Screening gives up after this many candidates per pool task.
+MAX_CANDIDATES_PER_TASK = 8
+
 
 def env_options(cfg: TrainConfig, split: str) -> dict[str, Any]:
     """The environment's options for ``split`` (only environments with a ``split`` option)."""
@@ -57,30 +62,59 @@ def env_options(cfg: TrainConfig, split: str) -> dict[str, Any]:
     return opts
 
 
-def training_seeds(cfg: TrainConfig, iteration: int | None) -> list[int]:
+def training_seeds(
+    cfg: TrainConfig, iteration: int | None, pool: Sequence[int] | None = None
+) -> list[int]:
     """The environment seeds of the tasks iteration ``iteration`` plays: new ones every
     iteration, or, with ``rollout.task_pool`` N, the next ``tasks_per_iteration`` of the pool's N
-    in turn. ``iteration=None``: the whole pool."""
+    in turn. ``iteration=None``: the whole pool. ``pool``: the pool's seeds when they were
+    screened (``rollout.pool_screen``; default the first N)."""
     r = cfg.rollout
     base = cfg.seed * 1_000_000
     if r.task_pool is None:
         if iteration is None:
             raise ValueError("the run has no fixed pool of training tasks (rollout.task_pool)")
         return [base + iteration * r.tasks_per_iteration + j for j in range(r.tasks_per_iteration)]
+    seeds = list(pool) if pool is not None else [base + j for j in range(r.task_pool)]
     if iteration is None:
-        return [base + j for j in range(r.task_pool)]
+        return seeds
     first = (iteration - 1) * r.tasks_per_iteration
-    return [base + (first + j) % r.task_pool for j in range(r.tasks_per_iteration)]
+    return [seeds[(first + j) % len(seeds)] for j in range(r.tasks_per_iteration)]
 
 
-def iteration_tasks(cfg: TrainConfig, iteration: int, tag: str = "") -> list[Task]:
+def iteration_tasks(
+    cfg: TrainConfig, iteration: int, tag: str = "", pool: Sequence[int] | None = None
+) -> list[Task]:
     """The episodes iteration ``iteration`` plays: each of its tasks ``rollout.group_size`` times,
     one group per task (group id ``<tag><iteration>:<j>``)."""
     return [
         Task(seed=s, group_id=f"{tag}{iteration}:{j}")
-        for j, s in enumerate(training_seeds(cfg, iteration))
+        for j, s in enumerate(training_seeds(cfg, iteration, pool))
         for _ in range(cfg.rollout.group_size)
     ]
+
+
+def screen_tasks(
+    first: int,
+    wins_of: Callable[[list[int]], list[int]],
+    *,
+    keep: int,
+    per_call: int,
+    limit: int,
+    min_wins: int = 1,
+) -> tuple[list[int], dict[int, int]]:
+    """Screen the task seeds ``first, first + 1, ...``, ``per_call`` at a time (``wins_of(seeds)``
+    plays them and returns each one's wins), until ``keep`` of them have won ``min_wins`` times or
+    more, or ``limit`` were tried. Returns the kept seeds, in order, and every tried seed's wins."""
+    kept: list[int] = []
+    wins: dict[int, int] = {}
+    while len(kept) < keep and len(wins) < limit:
+        seeds = [first + len(wins) + j for j in range(min(per_call, limit - len(wins)))]
+        for sd, w in zip(seeds, wins_of(seeds), strict=True):
+            wins[sd] = int(w)
+            if w >= min_wins and len(kept) < keep:
+                kept.append(sd)
+    return kept, wins
 
 
 def build_base_model(cfg: TrainConfig, run_dir: Path) -> Path:
@@ -175,6 +209,16 @@ class Trainer:
         )
         self.trajlog = TrajectoryLog(self.run_dir)
         start = 0
+        self.pool: list[int] | None = None  # the screened pool's seeds (rollout.pool_screen)
+        if ckpt is not None and cfg.rollout.pool_screen:
+            path = self.run_dir / POOL_FILE
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"{str(path)!r} is missing: it holds the screened pool of tasks "
+                    "(rollout.pool_screen) that this run trained on; without it the run "
+                    "cannot be resumed"
+                )
+            self.pool = [int(x) for x in json.loads(path.read_text())["seeds"]]
         if ckpt is not None:
             restore_state(ckpt, self.optimizer)
             start = ckpt.iteration + 1
@@ -253,7 +297,7 @@ class Trainer:
         tasks: list[Task] = []
         it = 1
         while len(tasks) < episodes:
-            tasks += iteration_tasks(cfg, it, tag="critic:")
+            tasks += iteration_tasks(cfg, it, tag="critic:", pool=self.pool)
             it += 1
         return self._play(
             self.train_pool,
@@ -265,12 +309,14 @@ class Trainer:
         )
 
     # -- stages ---------------------------------------------------------------------------------
-    def sft(self) -> dict[str, float]:
+    def warm_start(self) -> dict[str, float]:
+        """Everything before iteration 1: SFT on demonstrations, screening the pool of training
+        tasks with the SFT policy, value pre-training."""
         cfg = self.cfg
         s = cfg.sft
         critic = s.critic_steps > 0 and get_estimator(cfg.algo.estimator).needs_values
         if s.episodes == 0 or (s.epochs == 0 and not critic):
-            return {}
+            return self.screen_pool()
         t0 = time.perf_counter()
         examples = expert_examples(
             cfg.env.name,
@@ -298,6 +344,7 @@ class Trainer:
             m["sft/loss_last"] = float(np.mean(losses[-max(1, len(losses) // 10) :]))
             m["time/sft_s"] = time.perf_counter() - t0
             self._restart_from_sft()
+        m.update(self.screen_pool())  # before the critic learns the returns of the pool's tasks
         if critic:
             t0 = time.perf_counter()
             gamma = float(getattr(cfg.algo.estimator_config, "gamma", 1.0))
@@ -333,6 +380,61 @@ class Trainer:
             m["time/critic_pretrain_s"] = time.perf_counter() - t0
         return m
 
+    def screen_pool(self) -> dict[str, float]:
+        """With ``rollout.pool_screen`` k: the pool is the first ``rollout.task_pool`` training
+        tasks, in seed order, that the current policy wins ``rollout.pool_min_wins`` times or
+        more in k episodes (at the rollout temperature, as many candidates at a time as the
+        environments allow), written to ``pool.json``. Without: nothing (the first N tasks)."""
+        cfg = self.cfg
+        r = cfg.rollout
+        k = r.pool_screen
+        if not k:
+            return {}
+        t0 = time.perf_counter()
+        waves = iter(range(10**9))
+
+        def wins_of(seeds: list[int]) -> list[int]:
+            tasks = [Task(seed=sd, group_id=f"screen:{sd}") for sd in seeds for _ in range(k)]
+            trajs = self._play(
+                self.train_pool,
+                tasks,
+                seed=cfg.seed * 7919 + 50_000 + next(waves),  # apart from iterations' seeds
+                greedy=False,
+                temperature=r.temperature,
+                max_turns=r.max_turns,
+            )
+            return [sum(t.success for t in trajs[j * k : (j + 1) * k]) for j in range(len(seeds))]
+
+        kept, wins = screen_tasks(
+            cfg.seed * 1_000_000,
+            wins_of,
+            keep=r.task_pool,
+            per_call=max(1, self.train_pool.n // k),
+            limit=MAX_CANDIDATES_PER_TASK * r.task_pool,
+            min_wins=r.pool_min_wins,
+        )
+        if len(kept) < r.task_pool:
+            raise RuntimeError(
+                f"pool screening: the policy won only {len(kept)} of the first {len(wins)} "
+                f"training tasks {r.pool_min_wins}+ times in {k} episodes each, and "
+                f"rollout.task_pool is {r.task_pool}; lower rollout.task_pool or "
+                "rollout.pool_min_wins, or set rollout.pool_screen=0"
+            )
+        self.pool = kept
+        record = {
+            "seeds": kept,
+            "pool_screen": k,
+            "pool_min_wins": r.pool_min_wins,
+            "wins": {str(sd): w for sd, w in wins.items()},
+        }
+        atomic_write_text(self.run_dir / POOL_FILE, json.dumps(record, indent=1))
+        return {
+            "pool/candidates": float(len(wins)),
+            "pool/candidate_win_rate": float(sum(wins.values()) / (k * len(wins))),
+            "pool/kept_win_rate": float(sum(wins[sd] for sd in kept) / (k * len(kept))),
+            "time/pool_screen_s": time.perf_counter() - t0,
+        }
+
     def _restart_from_sft(self) -> None:
         """Save the SFT model as a plain model folder (LoRA merged) and start RL from it: it is
         the RL policy's initial weights AND its KL reference; value heads start fresh."""
@@ -358,7 +460,7 @@ class Trainer:
             if split == TRAINING_TASKS:
                 pool = self.train_pool
                 probe = make_env(cfg.env.name, **env_options(cfg, cfg.env.train_split))
-                seeds = training_seeds(cfg, None)[: cfg.eval.tasks or None]
+                seeds = training_seeds(cfg, None, self.pool)[: cfg.eval.tasks or None]
                 ids = [probe.task_id_for_seed(s) for s in seeds]
                 probe.close()
             else:
@@ -425,7 +527,7 @@ class Trainer:
         t0 = time.perf_counter()
         trajs = self._play(
             self.train_pool,
-            iteration_tasks(cfg, it),
+            iteration_tasks(cfg, it, pool=self.pool),
             seed=cfg.seed * 7919 + it,
             greedy=False,
             temperature=r.temperature,
@@ -475,7 +577,7 @@ class Trainer:
         start = self._setup()
         try:
             if start == 0:
-                m = self.sft()
+                m = self.warm_start()
                 m.update(self.evaluate_all(0))
                 self.metrics.log(0, m)
                 self.progress("eval", {"iteration": 0, **m})
