@@ -7,8 +7,8 @@ optimiser. When this file was written it was checked to FAIL with the policy-gra
 (``losses.policy_loss`` on ``-adv``), with the per-turn advantages shuffled across the turns of a
 batch (``prepare.prepare_batch``), and with the actor learning rate at 0.
 
-The setting (CPU, one torch thread; ~4 min for the whole file: SFT ~30 s, GRPO ~95 s, HAE
-~120 s, a third of the RL time being the evaluations):
+The setting (CPU, one torch thread; 125 s for the whole file measured alone: SFT 18 s, GRPO 40 s,
+HAE 61 s, and the pool screening; about twice that on a slower machine):
 
 * Tasks: a fixed pool of :data:`POOL` household ``pick_and_place_simple`` training tasks
   (``rollout.task_pool``; seeds ``SEED * 1_000_000 + 0, 1``), 15 steps each. Success is measured
