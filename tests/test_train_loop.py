@@ -405,19 +405,23 @@ def test_training_seeds_of_a_screened_pool(tmp_path):
 
 def test_pool_screening_refuses_a_policy_that_never_wins(tmp_path):
     """Two turns cannot win a household task (the expert needs 4 or more steps): screening tries
-    MAX_CANDIDATES_PER_TASK candidates per pool task, then says what to change."""
-    cfg = config(
-        tmp_path / "run",
-        "rollout.task_pool=1",
-        "rollout.pool_screen=2",
-        "rollout.max_turns=2",
-        "sft.critic_steps=0",
-    )
-    with pytest.raises(
-        RuntimeError, match=r"won only 0 of the first 8 training tasks 2\+ times in 2 episodes"
-    ):
-        Trainer(cfg).run()
-    assert not (tmp_path / "run" / "pool.json").exists()
+    MAX_CANDIDATES_PER_TASK candidates per pool task, then `hiper train` says what to change in
+    one line (no traceback) and writes no pool."""
+    from typer.testing import CliRunner
+
+    from hiper.cli import app
+
+    extra = ["rollout.task_pool=1", "rollout.pool_screen=2", "rollout.max_turns=2"]
+    args = ["train", str(PROJECT_ROOT / "configs" / "quickstart.yaml"), f"run_dir={tmp_path}"]
+    res = CliRunner().invoke(app, [*args, *TINY, *extra, "sft.critic_steps=0"])
+    assert res.exit_code == 1, res.output
+    assert "Traceback" not in res.output
+    line = next(ln for ln in res.output.splitlines() if "error:" in ln)
+    assert "won only 0 of the first 8 training tasks 2+ times in 2 episodes" in " ".join(
+        res.output.split()
+    ), line
+    assert "rollout.pool_screen=0" in " ".join(res.output.split())
+    assert not (tmp_path / "pool.json").exists()
 
 
 def test_a_screened_pool_is_read_back_on_resume(tmp_path):

@@ -413,8 +413,8 @@ class Trainer:
             limit=MAX_CANDIDATES_PER_TASK * r.task_pool,
             min_wins=r.pool_min_wins,
         )
-        if len(kept) < r.task_pool:
-            raise RuntimeError(
+        if len(kept) < r.task_pool:  # a setting the policy cannot meet: `hiper train` says so
+            raise ValueError(
                 f"pool screening: the policy won only {len(kept)} of the first {len(wins)} "
                 f"training tasks {r.pool_min_wins}+ times in {k} episodes each, and "
                 f"rollout.task_pool is {r.task_pool}; lower rollout.task_pool or "
