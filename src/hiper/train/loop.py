@@ -62,6 +62,11 @@ def env_options(cfg: TrainConfig, split: str) -> dict[str, Any]:
     return opts
 
 
+def task_seed_base(cfg: TrainConfig) -> int:
+    """The run's first training-task seed: its tasks are ``base + 0, 1, 2, ...``."""
+    return cfg.seed * 1_000_000
+
+
 def training_seeds(
     cfg: TrainConfig, iteration: int | None, pool: Sequence[int] | None = None
 ) -> list[int]:
@@ -70,7 +75,7 @@ def training_seeds(
     in turn. ``iteration=None``: the whole pool. ``pool``: the pool's seeds when they were
     screened (``rollout.pool_screen``; default the first N)."""
     r = cfg.rollout
-    base = cfg.seed * 1_000_000
+    base = task_seed_base(cfg)
     if r.task_pool is None:
         if iteration is None:
             raise ValueError("the run has no fixed pool of training tasks (rollout.task_pool)")
@@ -406,7 +411,7 @@ class Trainer:
             return [sum(t.success for t in trajs[j * k : (j + 1) * k]) for j in range(len(seeds))]
 
         kept, wins = screen_tasks(
-            cfg.seed * 1_000_000,
+            task_seed_base(cfg),
             wins_of,
             keep=r.task_pool,
             per_call=max(1, self.train_pool.n // k),
