@@ -70,7 +70,7 @@ def comparable(rows: list[dict]) -> list[dict]:
         {
             k: v
             for k, v in r.items()
-            if not k.startswith(("time/", "throughput/")) and k != "wall_time"
+            if not k.startswith(("time/", "throughput/", "memory/")) and k != "wall_time"
         }
         for r in rows
     ]

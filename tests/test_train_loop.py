@@ -47,6 +47,12 @@ def test_household_pipeline_end_to_end(tmp_path):
         "time/rollout_s",
     ):
         assert key in rows[1], key
+    # throughput and memory: SFT tokens/s once, generation/update tokens/s and the process's
+    # peak memory every iteration (the peak never falls)
+    assert rows[0]["throughput/sft_tokens_per_s"] > 0
+    for r in rows[1:]:
+        assert r["throughput/gen_tokens_per_s"] > 0 and r["throughput/update_tokens_per_s"] > 0
+    assert 0.1 < rows[1]["memory/peak_gb"] <= rows[2]["memory/peak_gb"] < 64
     # the KL reference is the SFT model: the first PPO step starts at KL ~ 0
     assert rows[1]["ppo/kl"] < 1e-3
     assert (tmp_path / "run" / "sft_model" / "config.json").is_file()

@@ -145,6 +145,16 @@ def build_base_model(cfg: TrainConfig, run_dir: Path) -> Path:
     )
 
 
+def peak_memory_gb(device: torch.device) -> float:
+    """The process's peak memory so far, in GB: the accelerator's peak allocation on CUDA, the
+    peak resident set size on a CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 1e9
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # KiB on Linux
+
+
 def episode_metrics(trajs: list[Trajectory], prefix: str) -> dict[str, float]:
     """Success overall and per task type, episode length, switch rate, segment length, invalid
     rate, and, where the environment reports subtasks (household chains), subtask progress."""
@@ -336,6 +346,7 @@ class Trainer:
         )
         m: dict[str, float] = {"sft/examples": float(len(examples))}
         if s.epochs > 0:  # sft.epochs=0: only the critic learns from the demonstrations
+            t_train = time.perf_counter()
             losses = train_sft(
                 self.policy,
                 examples,
@@ -345,6 +356,11 @@ class Trainer:
                 ),
             )
             m["sft/steps"] = float(len(losses))
+            m["throughput/sft_tokens_per_s"] = (
+                s.epochs
+                * sum(len(e.prompt_ids) + len(e.response_ids) for e in examples)
+                / max(time.perf_counter() - t_train, 1e-9)
+            )
             m["sft/loss_first"] = float(losses[0])
             m["sft/loss_last"] = float(np.mean(losses[-max(1, len(losses) // 10) :]))
             m["time/sft_s"] = time.perf_counter() - t0
@@ -572,6 +588,10 @@ class Trainer:
         m["time/update_s"] = t3 - t2
         m["time/iteration_s"] = t3 - t0
         m["throughput/gen_tokens_per_s"] = gen_tokens / max(t1 - t0, 1e-9)
+        # every row's prompt and response go through forward and backward once per PPO epoch
+        rows = sum(int(t.prompt_ids.size + t.response_ids.size) for t in prep.turns)
+        m["throughput/update_tokens_per_s"] = rows * cfg.ppo.ppo_epochs / max(t3 - t2, 1e-9)
+        m["memory/peak_gb"] = peak_memory_gb(self.policy.device)
         if (it % max(cfg.logging.trajectories_every, 1)) == 0:
             self.trajlog.append(it, "train", trajs, extras=_turn_extras(prep))
         return m
