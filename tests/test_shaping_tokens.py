@@ -42,14 +42,42 @@ def test_each_shaping_term_by_hand():
     np.testing.assert_allclose(
         shape_rewards(layout, ShapingConfig(keep_penalty=0.3))[0], [0, -0.3, -0.3, -0.3, 1.0]
     )
-    # normalized: .3 * keep_ratio (3 KEEP of 4 decisions) = .225 in total, spread over 3 KEEP turns
+    # normalized (the original runs' rule): .3 / T = .3 / 5 = .06 on each of the 3 KEEP turns
     r = shape_rewards(layout, ShapingConfig(keep_penalty=0.3, keep_penalty_mode="normalized"))[0]
-    np.testing.assert_allclose(r, [0, -0.075, -0.075, -0.075, 1.0])
-    np.testing.assert_allclose(r.sum() - 1.0, -0.3 * 3 / 4)
+    np.testing.assert_allclose(r, [0, -0.06, -0.06, -0.06, 1.0])
+    np.testing.assert_allclose(r.sum() - 1.0, -0.3 * 3 / 5)
     # consistency: judged on normalised text ("Find  the mug." == "find the mug")
     np.testing.assert_allclose(
         shape_rewards(layout, ShapingConfig(consistency_penalty=0.3))[0], [0, 0, -0.3, -0.3, 1.0]
     )
+
+
+def test_consistency_is_judged_against_the_previous_turns_subgoal():
+    """The original runs' rule: a KEEP turn is compared with the subgoal written on the turn
+    before it, so once the text drifts, KEEP turns that copy the drifted text are consistent
+    (compared with the subgoal of the last SWITCH, all three later turns would pay)."""
+    texts = [
+        response("SWITCH", "find the mug", "go to desk 1"),
+        response("KEEP", "find a mug", "look"),  # drifts: pays
+        response("KEEP", "Find a mug", "look"),  # copies the drift (normalised equal): free
+        "<switch>KEEP</switch>garbage, no subgoal",  # writes none: nothing to judge
+        response("KEEP", "find  a mug.", "take mug 1"),  # vs "Find a mug" two turns back: free
+        response("KEEP", "find the mug", "look"),  # back to the SWITCH's text, a change: pays
+        response("SWITCH", "heat the mug", "go to microwave 1"),  # SWITCH: never judged
+    ]
+    tr = trajectory(["SWITCH"] + ["KEEP"] * 5 + ["SWITCH"], [0.0] * 7, texts=texts)
+    layout = build_layout([tr])
+    assert layout.keep_mismatch[0].tolist() == [False, True, False, False, False, True, False]
+    r = shape_rewards(layout, ShapingConfig(consistency_penalty=0.3))[0]
+    np.testing.assert_allclose(r, [0, -0.3, 0, 0, 0, -0.3, 0])
+
+
+def test_normalized_keep_penalty_divides_by_each_trajectorys_length():
+    short = trajectory(["SWITCH", "KEEP"], [0.0, 1.0])
+    long = trajectory(["SWITCH", "KEEP", "KEEP", "SWITCH"], [0.0, 0.0, 0.0, 1.0])
+    layout = build_layout([short, long])
+    r = shape_rewards(layout, ShapingConfig(keep_penalty=3.5, keep_penalty_mode="normalized"))
+    np.testing.assert_allclose(r, [[0, 1 - 1.75, 0, 0], [0, -0.875, -0.875, 1.0]])
 
 
 def test_shaping_rejects_negative_magnitudes():

@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields, replace
 import numpy as np
 
 from hiper.protocol.parser import normalize_subgoal
-from hiper.protocol.segments import is_boundary, next_subgoal
+from hiper.protocol.segments import is_boundary
 from hiper.types import Trajectory
 
 
@@ -25,7 +25,8 @@ class TurnLayout:
     reward: np.ndarray  # float64 [B,T]: raw environment reward
     valid: np.ndarray  # bool [B,T]: the parser's verdict
     boundary: np.ndarray  # bool [B,T]: q_t (turn 0 always True)
-    keep_mismatch: np.ndarray  # bool [B,T]: KEEP turn whose subgoal text differs from o_{t-1}
+    keep_mismatch: np.ndarray  # bool [B,T]: KEEP turn whose subgoal text differs from the
+    # text written on the previous turn (that wrote one), compared normalised
     switch_prob: np.ndarray  # float64 [B,T]: beta_t, NaN where the engine gave none
     state_id: np.ndarray  # int64 [B,T]: equal ids <=> equal observation text (GiGPO anchors)
     length: np.ndarray  # int64 [B]
@@ -80,8 +81,11 @@ def build_layout(trajectories: Sequence[Trajectory], min_turns: int = 0) -> Turn
     states: dict[str, int] = {}
     groups: dict[str, int] = {}
     for tr in trajectories:
-        current: str | None = None
-        current_norm = ""
+        # the keep-consistency rule of the original runs: a KEEP turn is judged against the
+        # subgoal text written on the turn before it (the latest turn that wrote one), not the
+        # one set at the last SWITCH, so a KEEP that copies an earlier drift is consistent
+        written: str | None = None
+        written_norm = ""
         for t, turn in enumerate(tr.turns):
             d = turn.decision
             reward_l.append(turn.reward)
@@ -89,14 +93,14 @@ def build_layout(trajectories: Sequence[Trajectory], min_turns: int = 0) -> Turn
             q = is_boundary(d, t)
             boundary_l.append(q)
             sg = d.subgoal
-            mismatch_l.append(
-                not q and sg is not None and sg != current and normalize_subgoal(sg) != current_norm
-            )
+            if sg is not None and sg != written:
+                norm = normalize_subgoal(sg)
+                mismatch_l.append(not q and written is not None and norm != written_norm)
+                written, written_norm = sg, norm
+            else:
+                mismatch_l.append(False)
             prob_l.append(np.nan if turn.switch_prob is None else turn.switch_prob)
             state_l.append(states.setdefault(turn.observation, len(states)))
-            nxt = next_subgoal(current, d, t)
-            if nxt is not current:
-                current, current_norm = nxt, normalize_subgoal(nxt)
 
     def scatter(values: list, dtype, fill) -> np.ndarray:
         out = np.full((B, T), fill, dtype)

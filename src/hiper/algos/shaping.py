@@ -19,7 +19,7 @@ class ShapingConfig:
     invalid_penalty: float = 0.0  # per invalid (malformed) turn
     keep_penalty: float = 0.0  # KEEP turns (never turn 0)
     keep_penalty_mode: Literal["fixed", "normalized"] = "fixed"
-    consistency_penalty: float = 0.0  # KEEP turn whose subgoal text differs from the current one
+    consistency_penalty: float = 0.0  # KEEP turn whose subgoal differs from the previous turn's
 
     def __post_init__(self) -> None:
         for name in ("invalid_penalty", "keep_penalty", "consistency_penalty"):
@@ -35,8 +35,10 @@ class ShapingConfig:
 def shape_rewards(layout: TurnLayout, cfg: ShapingConfig) -> np.ndarray:
     """[B, T] shaped rewards.
 
-    ``normalized`` KEEP penalty: a trajectory pays ``keep_penalty * keep_ratio`` in total, where
-    keep_ratio = (#KEEP turns) / (#turns after turn 0), spread evenly over its KEEP turns.
+    ``normalized`` KEEP penalty (the original runs'): each KEEP turn pays ``keep_penalty / T``,
+    T the trajectory's number of turns, so a trajectory pays ``keep_penalty * (#KEEP / T)`` in
+    total. Consistency penalty: a KEEP turn whose subgoal text (normalised) differs from the text
+    written on the turn before (``TurnLayout.keep_mismatch``).
     """
     m = layout.mask
     if cfg.success_reward is None:
@@ -48,9 +50,7 @@ def shape_rewards(layout: TurnLayout, cfg: ShapingConfig) -> np.ndarray:
     if cfg.keep_penalty:
         if cfg.keep_penalty_mode == "fixed":
             r -= cfg.keep_penalty * keep
-        else:
-            # penalty * (n_keep / n_decisions) spread over n_keep turns = penalty / n_decisions each
-            n_decisions = np.maximum(layout.length - 1, 1)
-            r -= (cfg.keep_penalty / n_decisions)[:, None] * keep
+        else:  # the original runs' rule: penalty / T on each KEEP turn, T the episode's turns
+            r -= (cfg.keep_penalty / layout.length)[:, None] * keep
     r -= cfg.consistency_penalty * (keep & layout.keep_mismatch)
     return np.where(m, r, 0.0)
