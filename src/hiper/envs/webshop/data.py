@@ -488,7 +488,10 @@ class Catalog:
             product_prices(self.products) if prices is None else prices
         )
         self.by_asin: dict[str, int] = {p.asin: i for i, p in enumerate(self.products)}
-        self.index = BM25Index([product_contents(p) for p in self.products])
+        self.index = BM25Index(
+            [product_contents(p) for p in self.products],
+            doc_ids=[p.asin for p in self.products],  # pyserini breaks score ties by id
+        )
         self.data_dir: Path | None = None
 
     def __len__(self) -> int:

@@ -1,14 +1,15 @@
 """Noun tokens of product titles, for the type reward — the one approximation of the official rules.
 
 The official ``get_type_reward`` keeps the tokens that spaCy (``en_core_web_sm``/``_lg``) tags
-``NOUN`` or ``PROPN``. spaCy cannot be installed here, so hiper uses NLTK's averaged-perceptron
-tagger (``taggers/averaged_perceptron_tagger_eng``, the JSON format of NLTK >= 3.9) with a
-spaCy-like tokenisation (:func:`spacy_like_tokens`): whitespace-separated chunks, leading and
-trailing punctuation split off, the possessive ``'s`` split off, hyphens, slashes, ``+``, ``&``,
-``*`` and commas split between word characters, and a number split from a following unit
-("16oz" -> "16", "oz"). Penn tags ``NN``/``NNS`` count as ``NOUN`` and ``NNP``/``NNPS`` as
-``PROPN``; tokens without a letter or digit are never nouns. Nouns are lower-cased, in title order,
-repeats kept (the official title score counts repeats in its denominator).
+``NOUN`` or ``PROPN``. The tokens here are exactly spaCy's: :func:`spacy_tokens` runs spaCy's
+English tokenizer (``spacy.blank("en")``, the same rule-based tokenizer ``en_core_web_sm`` uses;
+it needs no model files), so "60ML", "2pcs", "Pro/12.9", "E27,Gold" and "C.O." stay one token
+and "Y2K" becomes "Y2" "K", as in the official environment. The tagger is the approximation: the
+spaCy models are not on the package index, so hiper tags with NLTK's averaged-perceptron tagger
+(``taggers/averaged_perceptron_tagger_eng``, the JSON format of NLTK >= 3.9). Penn tags
+``NN``/``NNS`` count as ``NOUN`` and ``NNP``/``NNPS`` as ``PROPN``; tokens without a letter or
+digit are never nouns. Nouns are lower-cased, in title order, repeats kept (the official title
+score counts repeats in its denominator).
 
 The tagger files are found under ``<nltk_data>/taggers/averaged_perceptron_tagger_eng/`` where
 ``nltk_data`` is the ``nltk_data`` option, else each entry of ``$NLTK_DATA``, else NLTK's default
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -31,7 +31,7 @@ __all__ = [
     "NounTagger",
     "TaggerNotFoundError",
     "find_tagger_dir",
-    "spacy_like_tokens",
+    "spacy_tokens",
 ]
 
 TAGGER_SUBDIR = Path("taggers") / "averaged_perceptron_tagger_eng"
@@ -43,49 +43,21 @@ TAGGER_FILES = (
 #: Penn Treebank tags counted as spaCy NOUN (NN, NNS) or PROPN (NNP, NNPS).
 NOUN_TAGS = frozenset({"NN", "NNS", "NNP", "NNPS"})
 
-_UNITS = (
-    "oz|fl|ml|l|lb|lbs|g|kg|mg|mm|cm|m|km|ft|in|inch|inches|gb|tb|mb|mah|w|v|hz|ghz|mhz|k|pcs|pc|"
-    "pack|ct|count|x|qt|gal|sq|yd|yds|ml\\.|oz\\."
-)
-_NUMBER_UNIT = re.compile(rf"^(\d+(?:[.,]\d+)?)({_UNITS})$", re.IGNORECASE)
-_INFIX = re.compile(r"(?<=\w)([-–—/+&*,])(?=\w)")
-_PREFIX_PUNCT = "\"'([{<*$#@~`“‘«"
-_SUFFIX_PUNCT = "\"')]}>.,;:!?%“”’»…"
-
 
 class TaggerNotFoundError(ValueError):
     """The NLTK perceptron tagger files are missing or unreadable (a ValueError, like data errors)."""
 
 
-def spacy_like_tokens(text: str) -> list[str]:
-    """Tokenise like spaCy's English tokenizer, closely enough for noun tagging."""
-    tokens: list[str] = []
-    for chunk in text.split():
-        prefix: list[str] = []
-        suffix: list[str] = []
-        while chunk and chunk[0] in _PREFIX_PUNCT and len(chunk) > 1:
-            prefix.append(chunk[0])
-            chunk = chunk[1:]
-        while chunk and len(chunk) > 1:
-            if chunk[-2:].lower() in ("'s", "’s") and len(chunk) > 2:
-                suffix.append(chunk[-2:])
-                chunk = chunk[:-2]
-            elif chunk[-1] in _SUFFIX_PUNCT:
-                suffix.append(chunk[-1])
-                chunk = chunk[:-1]
-            else:
-                break
-        tokens.extend(prefix)
-        for piece in _INFIX.split(chunk):
-            if not piece:
-                continue
-            m = _NUMBER_UNIT.match(piece)
-            if m:
-                tokens.extend((m.group(1), m.group(2)))
-            else:
-                tokens.append(piece)
-        tokens.extend(reversed(suffix))
-    return tokens
+@lru_cache(maxsize=1)
+def _english_tokenizer():
+    import spacy
+
+    return spacy.blank("en").tokenizer
+
+
+def spacy_tokens(text: str) -> list[str]:
+    """The tokens of spaCy's English tokenizer (whitespace tokens left out)."""
+    return [t.text for t in _english_tokenizer()(text) if not t.is_space]
 
 
 def _candidate_roots(nltk_data: str | os.PathLike[str] | None) -> list[Path]:
@@ -161,7 +133,7 @@ class NounTagger:
 
     def tag(self, text: str) -> list[tuple[str, str]]:
         """(token, Penn tag) pairs of ``text``."""
-        tokens = spacy_like_tokens(text)
+        tokens = spacy_tokens(text)
         return self._tagger.tag(tokens) if tokens else []
 
     def _nouns(self, text: str) -> tuple[str, ...]:

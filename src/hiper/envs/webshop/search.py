@@ -6,30 +6,35 @@ field is ``" ".join([title, description, first bullet point, option text]).lower
 that ranking in Python:
 
 * **Analyzer** (:func:`analyze`, for documents and queries alike), after pyserini's default English
-  analyzer: Unicode word segmentation (:data:`WORD_PATTERN`, the Latin-script rules of UAX #29 that
-  Lucene's ``StandardTokenizer`` follows: letters and digits join; ``.``, ``'`` and ``:`` join two
-  letters; ``.``, ``,``, ``;`` and ``'`` join two digits; everything else separates), the English
-  possessive ``'s`` removed, lower-casing, Lucene's 33 English stop words (:data:`STOP_WORDS`)
-  removed, then the Porter stemmer (NLTK's ``MARTIN_EXTENSIONS`` mode: Porter's own published
-  version, which Lucene's ``PorterStemFilter`` implements).
+  analyzer: Unicode word segmentation (:data:`WORD_PATTERN`, the rules of UAX #29 that Lucene's
+  ``StandardTokenizer`` follows: letters and digits join; ``.``, ``'`` and ``:`` join two
+  letters; ``.``, ``,``, ``;`` and ``'`` join two digits; every CJK ideograph and hiragana
+  character is a token of its own; an emoji (a character with the Unicode property
+  ``Extended_Pictographic``, e.g. ``❤ ✅ 🌸 ® ™``, with its variation selector, skin-tone modifier
+  or zero-width-joined parts; or a pair of regional indicators, a flag) is a token; everything
+  else separates), the English possessive ``'s`` removed, lower-casing, Lucene's 33 English stop
+  words (:data:`STOP_WORDS`) removed, then the Porter stemmer (NLTK's ``MARTIN_EXTENSIONS`` mode:
+  Porter's own published version, which Lucene's ``PorterStemFilter`` implements). Emoji and
+  ideographs count in a document's length like words.
 * **Scoring** (:class:`BM25Index`), Lucene's ``BM25Similarity`` with ``k1 = 0.9``, ``b = 0.4``:
   ``idf = ln(1 + (N - df + 0.5) / (df + 0.5))`` and, per matching query term (a repeated query term
   counts once per occurrence), ``idf · tf / (tf + k1 · (1 - b + b · dl / avgdl))``. As in Lucene,
   document lengths are stored lossily in one byte (``SmallFloat.intToByte4``; exact below 24
   tokens), the per-term arithmetic is single precision and term scores are summed in double
   precision; ``avgdl`` uses the exact token count.
-* **Ranking**: documents matching at least one query term, by score (descending) then by document
-  order (ascending), exactly as Lucene breaks ties by document id: deterministic.
+* **Ranking**: documents matching at least one query term, by score (descending) then by
+  document id (ascending), as pyserini returns hits of equal score: the catalog's ids are the
+  products' asins, so ties break by asin, not by file order. Deterministic.
 """
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
+import regex
 
 __all__ = [
     "DEFAULT_B",
@@ -56,18 +61,35 @@ _STOP_WORDS = (
 )
 STOP_WORDS = frozenset(_STOP_WORDS.split())
 
-_LETTER = r"[^\W\d_]"
-#: One token: runs of word characters, joined by a single ``. ' ’ ‘ : ·`` between two letters or a
-#: single ``. , ; ' ’ ‘`` between two digits (UAX #29 rules WB6/7 and WB11/12).
-WORD_PATTERN = re.compile(
-    rf"\w+(?:(?:(?<={_LETTER})[.:·'’‘](?={_LETTER})|(?<=\d)[.,;'’‘](?=\d))\w+)*"
+#: A CJK ideograph or a hiragana character: one token each (UAX #29 keeps them apart).
+_IDEOGRAPH = r"[\p{Ideographic}\p{Script=Hiragana}]"
+#: A word character that is not one of those.
+_WORD_CHAR = rf"(?:(?!{_IDEOGRAPH})\w)"
+_LETTER = rf"(?:(?!{_IDEOGRAPH})[^\W\d_])"
+#: An emoji: an Extended_Pictographic character with its variation selector, skin-tone modifiers
+#: and zero-width-joined parts, or a flag (two regional indicators).
+_EMOJI = (
+    r"\p{Extended_Pictographic}(?:\uFE0F|\p{Emoji_Modifier}|\u200D\p{Extended_Pictographic})*"
+    r"|\p{Regional_Indicator}{2}"
+)
+#: One token: an emoji, one ideograph, or a run of word characters joined by a single
+#: ``. ' ’ ‘ : ·`` between two letters or a single ``. , ; ' ’ ‘`` between two digits (UAX #29
+#: rules WB6/7 and WB11/12).
+WORD_PATTERN = regex.compile(
+    rf"{_EMOJI}|{_IDEOGRAPH}|{_WORD_CHAR}+"
+    rf"(?:(?:(?<={_LETTER})[.:·'’‘](?={_LETTER})|(?<=\d)[.,;'’‘](?=\d)){_WORD_CHAR}+)*"
 )
 _POSSESSIVE_APOSTROPHES = frozenset("'’＇")
 
 
+def _is_token(token: str) -> bool:
+    """A word with a letter or digit, an ideograph or an emoji (a lone ``_`` is none)."""
+    return any(c.isalnum() for c in token) or not any(c.isalnum() or c == "_" for c in token)
+
+
 def tokenize(text: str) -> list[str]:
     """Word segmentation only (no lower-casing, stop words or stemming)."""
-    return [t for t in WORD_PATTERN.findall(text) if any(c.isalnum() for c in t)]
+    return [t for t in WORD_PATTERN.findall(text) if _is_token(t)]
 
 
 @lru_cache(maxsize=1)
@@ -92,7 +114,7 @@ def analyze(text: str) -> list[str]:
         if len(token) > 2 and token[-2] in _POSSESSIVE_APOSTROPHES and token[-1] in "sS":
             token = token[:-2]
         token = token.lower()
-        if token in STOP_WORDS or not any(c.isalnum() for c in token):
+        if token in STOP_WORDS or not _is_token(token):
             continue
         terms.append(_stem(token))
     return terms
@@ -142,8 +164,10 @@ class BM25Index:
     """An in-memory BM25 index over ``documents`` (raw text, analyzed with :func:`analyze`).
 
     ``search(query, k)`` returns up to ``k`` ``(document index, score)`` pairs; ``scores(query)``
-    the score of every document (0 where no query term occurs). ``quantize_lengths=False`` uses
-    exact document lengths instead of Lucene's one-byte encoding.
+    the score of every document (0 where no query term occurs). ``doc_ids`` (one string per
+    document, e.g. the asins) break ties between equal scores, ascending; without them the
+    document index does. ``quantize_lengths=False`` uses exact document lengths instead of
+    Lucene's one-byte encoding.
     """
 
     def __init__(
@@ -152,9 +176,17 @@ class BM25Index:
         k1: float = DEFAULT_K1,
         b: float = DEFAULT_B,
         quantize_lengths: bool = True,
+        doc_ids: Sequence[str] | None = None,
     ) -> None:
         if k1 < 0 or not 0 <= b <= 1:
             raise ValueError(f"need k1 >= 0 and 0 <= b <= 1, got k1={k1}, b={b}")
+        if doc_ids is not None and len(doc_ids) != len(documents):
+            raise ValueError(f"{len(doc_ids)} doc_ids for {len(documents)} documents")
+        # each document's place in the tie order (its id's rank, ascending)
+        order = sorted(range(len(documents)), key=lambda d: doc_ids[d]) if doc_ids else None
+        self._tie_rank = np.arange(len(documents), dtype=np.int64)
+        if order is not None:
+            self._tie_rank[np.asarray(order, dtype=np.int64)] = np.arange(len(documents))
         self.k1, self.b = float(k1), float(b)
         self.num_docs = len(documents)
         vocab: dict[str, int] = {}
@@ -231,11 +263,11 @@ class BM25Index:
         return self._accumulate(query)[0]
 
     def search(self, query: str, k: int = SEARCH_RETURN_N) -> list[tuple[int, float]]:
-        """The top ``k`` documents matching ``query``: by score, then by document order."""
+        """The top ``k`` documents matching ``query``: by score, then by document id."""
         scores, matched = self._accumulate(query)
         candidates = np.flatnonzero(matched)
         if candidates.size == 0 or k <= 0:
             return []
-        order = np.lexsort((candidates, -scores[candidates]))[:k]
+        order = np.lexsort((self._tie_rank[candidates], -scores[candidates]))[:k]
         top = candidates[order]
         return [(int(d), float(scores[d])) for d in top]
