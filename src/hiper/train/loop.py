@@ -39,7 +39,7 @@ from hiper.train.critic_pretrain import (
     episode_returns,
     pretrain_critic,
 )
-from hiper.train.ppo import make_optimizer, ppo_update
+from hiper.train.ppo import critic_update, make_optimizer, ppo_update
 from hiper.train.prepare import prepare_batch
 from hiper.train.runlog import MetricsLogger, TrajectoryLog, atomic_write_text
 from hiper.train.sft import expert_examples, train_sft
@@ -568,14 +568,17 @@ class Trainer:
         )
         t2 = time.perf_counter()
         self.policy.train()
-        upd = ppo_update(
-            self.policy,
-            self.optimizer,
-            prep.batch,
-            cfg.ppo,
-            iteration=it,
-            train_actor=it > cfg.critic_warmup,
-        )
+        if it > cfg.critic_warmup:
+            upd = ppo_update(self.policy, self.optimizer, prep.batch, cfg.ppo, iteration=it)
+        else:  # the critic's warm-up: the value loss alone, the policy stays the SFT model
+            upd = critic_update(
+                self.policy,
+                self.optimizer,
+                prep.batch,
+                cfg.ppo,
+                iteration=it,
+                epochs=cfg.ppo.ppo_epochs,
+            )
         t3 = time.perf_counter()
         gen_tokens = sum(int(t.response_ids.size) for t in prep.turns)
         m = episode_metrics(trajs, "train")
