@@ -489,7 +489,7 @@ def gradient_noise(tr: Trainer, trajs, parts: int = 4) -> dict[str, float]:
             q.grad = None
         norm = Normalizers.of(sub, device)
         for micro in micro_batches(sub, cfg.ppo.micro_batch_rows, None, pad_token_id(tr.policy)):
-            loss, _ = ppo_loss(tr.policy, micro.to(device), sub.real[micro.rows], norm, pg_only, b)
+            loss, _ = ppo_loss(tr.policy, micro.to(device), norm, pg_only, b)
             loss.backward()
         grads.append(
             torch.cat(

@@ -23,6 +23,7 @@ import pytest
 import torch
 import yaml
 
+from hiper.algos.base import get_estimator
 from hiper.config import to_dict
 from hiper.models.policy import load_policy
 from hiper.train.batch import build_sequence_batch, micro_batches
@@ -121,7 +122,9 @@ def test_ppo_with_hae_on_smollm2_completes_and_resumes(smollm2: Path, tmp_path: 
     run = tmp_path / "run"
     cfg = rl_config(run, critic, iterations=1)
     assert cfg.rollout.instructions and cfg.rollout.format == "plan_execute"
-    assert cfg.algo.estimator == "hae" and cfg.algo.heads == ("high", "low")
+    assert cfg.algo.estimator == "hae" and get_estimator("hae").heads(
+        cfg.algo.estimator_config
+    ) == ("high", "low")
 
     # -- 1 iteration, to completion ----------------------------------------------------------
     trainer = Trainer(cfg)

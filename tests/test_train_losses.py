@@ -17,7 +17,6 @@ from hiper.train.batch import (
     build_train_batch,
     fill_from_forward,
     micro_batches,
-    pad_rows,
     select_rows,
 )
 from hiper.train.losses import (
@@ -174,18 +173,12 @@ def test_batch_aligns_response_tokens_and_value_positions():
     assert [p.rows.tolist() for p in micro_batches(b, max_tokens=9)] == [[0], [1]]
 
 
-def test_padding_rows_carry_zero_weight():
+def test_select_rows_refuses_repeated_rows():
     b = small_batch()
-    p = pad_rows(b, 4)
-    assert p.num_rows == 4
-    assert p.real.tolist() == [True, True, False, False]
-    assert p.num_tokens == b.num_tokens
-    assert p.vt_row.numel() == b.vt_row.numel()
-    # a duplicated row keeps its weight only at its first occurrence
-    d = select_rows(b, [1, 1, 0])
-    assert d.real.tolist() == [True, False, True]
-    assert d.num_tokens == b.num_tokens
-    assert sorted(d.vt_row.tolist()) == [0, 0, 2]
+    with pytest.raises(ValueError, match="must not repeat"):
+        select_rows(b, [1, 1, 0])
+    r = select_rows(b, [1, 0])
+    assert r.num_tokens == b.num_tokens and r.vt_row.tolist() == [1, 0, 0]  # rows 1, 0 -> 0, 1
 
 
 def test_batch_rejects_misaligned_inputs():
@@ -314,7 +307,7 @@ def test_fill_from_forward_matches_an_unpadded_forward(policy):
 
 
 def test_micro_batching_does_not_change_the_gradient(policy):
-    """Whole mini-batch vs one row per micro-batch vs a token budget vs zero-weight padding rows:
+    """Whole mini-batch vs one row per micro-batch vs a token budget:
     the accumulated gradient is the same, within 1e-6 relative to the largest gradient entry of
     each tensor (float32 rounding of sums over different padded shapes; entries here reach ~3)."""
     batch = perturb(fill_from_forward(random_batch(rows=5), policy))
@@ -323,8 +316,6 @@ def test_micro_batching_does_not_change_the_gradient(policy):
         (PPOConfig(grad_clip=None), batch),
         (PPOConfig(grad_clip=None, micro_batch_rows=1), batch),
         (PPOConfig(grad_clip=None, micro_batch_tokens=20), batch),
-        # padded to 8 rows with zero-weight duplicates, then one row at a time
-        (PPOConfig(grad_clip=None, micro_batch_rows=1), pad_rows(batch, 8)),
     ):
         opt = GradRecorder([p for p in policy.parameters() if p.requires_grad])
         ppo_update(policy, opt, b, cfg)

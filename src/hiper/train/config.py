@@ -169,15 +169,6 @@ class AlgoConfig:
     def estimator_config(self) -> Any:
         return from_dict(get_estimator(self.estimator).config, self.config, "algo.config")
 
-    @property
-    def heads(self) -> tuple[str, ...]:
-        """The value heads the estimator reads (none for critic-free estimators)."""
-        if not get_estimator(self.estimator).needs_values:
-            return ("high",)
-        if self.estimator == "hae" and self.estimator_config.switch_advantage == "segment_return":
-            return ("high", "low", "term")
-        return ("high", "low") if self.estimator == "hae" else ("high",)
-
 
 @dataclass(frozen=True)
 class EvalConfig:

@@ -260,7 +260,7 @@ class Trainer:
             lora=m.lora,
             critic=m.critic,
             critic_path=m.critic_path,
-            heads=self.cfg.algo.heads,
+            heads=get_estimator(self.cfg.algo.estimator).heads(self.cfg.algo.estimator_config),
             value_readout=m.value_readout,
             value_scale=m.value_scale,
         )
@@ -387,6 +387,7 @@ class Trainer:
                     self.policy,
                     examples,
                     returns,
+                    get_estimator(cfg.algo.estimator).head_positions(cfg.algo.estimator_config),
                     format=cfg.rollout.format,
                     steps=s.critic_steps,
                     lr=s.critic_lr,

@@ -207,7 +207,7 @@ def _clip_group(params: list[torch.Tensor], max_norm: float | None) -> float:
 @dataclass(frozen=True)
 class Normalizers:
     """The counts a mini-batch's loss terms are divided by (HAE.md §6): trained response tokens
-    (the policy gradient), response tokens of real rows (KL, entropy) and value targets per head.
+    (the policy gradient), response tokens (KL, entropy) and value targets per head.
     Every micro-batch divides by its mini-batch's counts, so the gradients accumulated over the
     micro-batches are exactly the gradient of the mini-batch loss."""
 
@@ -219,9 +219,7 @@ class Normalizers:
     def of(cls, mb: TrainBatch, device) -> Normalizers:
         return cls(
             tokens=torch.tensor(float(max(mb.num_tokens, 1)), device=device),
-            response=torch.tensor(
-                float(max(int(mb.response_len[mb.real].sum()), 1)), device=device
-            ),
+            response=torch.tensor(float(max(int(mb.response_len.sum()), 1)), device=device),
             per_head=mb.head_counts().to(device=device, dtype=torch.float32).clamp(min=1),
         )
 
@@ -240,11 +238,10 @@ def value_loss(values: torch.Tensor, micro, norm: Normalizers, cfg: PPOConfig, h
     return per_head, clipped
 
 
-def ppo_loss(model, micro, real: torch.Tensor, norm: Normalizers, cfg: PPOConfig, batch):
+def ppo_loss(model, micro, norm: Normalizers, cfg: PPOConfig, batch):
     """One micro-batch's share of the mini-batch loss (module docstring) and its statistics
     (detached): ``pg_loss``, the policy-loss statistics, ``kl``, ``entropy``, ``value_loss`` and
-    per head ``value_loss/<head>``, ``value_clip_frac/<head>``, and ``loss``. ``real`` marks the
-    micro-batch's rows that are real turns (padding rows count in no term)."""
+    per head ``value_loss/<head>``, ``value_clip_frac/<head>``, and ``loss``."""
     want_v = micro.vt_b.numel() > 0
     out = model(
         micro.input_ids,
@@ -258,7 +255,7 @@ def ppo_loss(model, micro, real: torch.Tensor, norm: Normalizers, cfg: PPOConfig
     logp = _f32(out.logprobs)
     # KL and entropy cover every response token (KEEP copies and turn 0's switch are not
     # trained by the policy gradient, but must not drift either)
-    resp_mask = micro.response_mask & real.to(logp.device)[:, None]
+    resp_mask = micro.response_mask
     loss, stats = policy_loss(
         logp,
         micro.old_logprobs,
@@ -318,12 +315,10 @@ def ppo_update(
     with _training(model):
         for mb in _mini_batches(batch, cfg, cfg.ppo_epochs, gen):
             if mb.num_tokens == 0 and mb.vt_row.numel() == 0:
-                continue  # nothing to learn from (e.g. only padding rows)
+                continue  # nothing to learn from (no trained token, no value target)
             norm, step = Normalizers.of(mb, device), {}
             for micro in micro_batches(mb, cfg.micro_batch_rows, cfg.micro_batch_tokens, pad_id):
-                loss, stats = ppo_loss(
-                    model, micro.to(device), mb.real[micro.rows], norm, cfg, batch
-                )
+                loss, stats = ppo_loss(model, micro.to(device), norm, cfg, batch)
                 loss.backward()
                 for k, v in stats.items():
                     step[k] = step[k] + v if k in step else v
