@@ -61,12 +61,12 @@ import torch
 
 from hiper.models.policy import load_policy
 from hiper.rollout import Task
+from hiper.runs.log import atomic_write_text
 from hiper.train.batch import micro_batches, model_device, pad_token_id, select_rows
 from hiper.train.config import SFTConfig, load_train_config
 from hiper.train.loop import Trainer
 from hiper.train.ppo import Normalizers, ppo_loss
 from hiper.train.prepare import prepare_batch
-from hiper.train.runlog import atomic_write_text
 from hiper.train.sft import expert_examples, train_sft
 
 ROOT = Path(__file__).resolve().parents[1]

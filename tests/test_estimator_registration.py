@@ -19,8 +19,8 @@ from hiper.algos.base import (
 )
 from hiper.algos.gae import shift_left
 from hiper.algos.hae import HAEConfig
+from hiper.runs.log import read_jsonl
 from hiper.train.loop import Trainer
-from hiper.train.runlog import read_jsonl
 from tests.helpers import config
 
 

@@ -26,12 +26,12 @@ import yaml
 from hiper.algos.base import get_estimator
 from hiper.config import to_dict
 from hiper.models.policy import load_policy
+from hiper.runs.checkpoints import LATEST_FILE, load_checkpoint
+from hiper.runs.log import read_jsonl
+from hiper.runs.records import trajectory_from_dict
 from hiper.train.batch import build_sequence_batch, micro_batches
-from hiper.train.checkpoint import LATEST_FILE, load_checkpoint
 from hiper.train.config import TrainConfig, load_train_config
 from hiper.train.loop import Trainer, training_seeds
-from hiper.train.records import trajectory_from_dict
-from hiper.train.runlog import read_jsonl
 from tests.conftest import PROJECT_ROOT
 from tests.helpers import comparable
 

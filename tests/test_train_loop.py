@@ -15,10 +15,10 @@ import torch
 
 from hiper.config import ConfigError
 from hiper.envs.base import TASK_TYPES
+from hiper.runs.log import read_jsonl
+from hiper.runs.records import trajectory_from_dict
 from hiper.train.config import load_train_config
 from hiper.train.loop import Trainer, screen_tasks, training_seeds
-from hiper.train.records import trajectory_from_dict
-from hiper.train.runlog import read_jsonl
 from tests.conftest import PROJECT_ROOT, shared_data_path
 from tests.helpers import TINY, comparable, config
 

@@ -150,7 +150,7 @@ def resolve_model(path: str | Path) -> Path:
     named model (its prepared folder, prepared on first use; ``hiper models list``)."""
     p = Path(resolve_model_path(path))
     if (p / "checkpoints").is_dir():
-        from hiper.train.checkpoint import load_checkpoint
+        from hiper.runs.checkpoints import load_checkpoint
 
         return Path(load_checkpoint(p).policy_dir)
     if not p.exists():

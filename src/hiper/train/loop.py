@@ -31,7 +31,8 @@ from hiper.models.named import resolve_model_path
 from hiper.models.policy import load_policy
 from hiper.protocol.masks import TokenAligner
 from hiper.rollout import RolloutConfig, Task, rollout
-from hiper.train.checkpoint import load_checkpoint, restore_state, save_checkpoint
+from hiper.runs.checkpoints import load_checkpoint, restore_state, save_checkpoint
+from hiper.runs.log import MetricsLogger, TrajectoryLog, atomic_write_text
 from hiper.train.config import TRAINING_TASKS, TrainConfig
 from hiper.train.critic_pretrain import (
     demonstration_returns,
@@ -41,7 +42,6 @@ from hiper.train.critic_pretrain import (
 )
 from hiper.train.ppo import critic_update, make_optimizer, ppo_update
 from hiper.train.prepare import prepare_batch
-from hiper.train.runlog import MetricsLogger, TrajectoryLog, atomic_write_text
 from hiper.train.sft import expert_examples, train_sft
 from hiper.types import SWITCH, Trajectory
 
@@ -668,7 +668,7 @@ def _turn_extras(prep) -> list[list[dict[str, Any]]]:
 
 
 def _summary(run_dir: Path) -> dict[str, Any]:
-    from hiper.train.runlog import read_jsonl
+    from hiper.runs.log import read_jsonl
 
     rows = read_jsonl(run_dir / "metrics.jsonl")
     evals = [(r["iteration"], r["eval/success"]) for r in rows if "eval/success" in r]
