@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 import torch
 
+from hiper import seeds
 from hiper.train.batch import (
     TrainBatch,
     first_response_column,
@@ -308,7 +309,7 @@ def ppo_update(
     and ``critic_steps``."""
     _check_batch(model, batch, cfg)
     device, pad_id = model_device(model), pad_token_id(model)
-    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + iteration)
+    gen = torch.Generator().manual_seed(seeds.shuffle_seed(cfg.seed, iteration))
     sums: dict[str, float] = defaultdict(float)
     steps = skipped = 0
     optimizer.zero_grad(set_to_none=True)
@@ -351,7 +352,7 @@ def critic_update(
     ``value_loss/<head>``, ``grad_norm/<group>``, ``explained_var/<head>``, ``steps``,
     ``skipped_steps``, ``tokens``, ``value_targets``."""
     device, pad_id = model_device(model), pad_token_id(model)
-    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + iteration)
+    gen = torch.Generator().manual_seed(seeds.shuffle_seed(cfg.seed, iteration))
     epochs = cfg.critic_epochs if epochs is None else epochs
     sums: dict[str, float] = defaultdict(float)
     steps = skipped = 0
