@@ -31,7 +31,7 @@ from hiper.eval import evaluate_policy, manifest_task_ids
 from hiper.models.named import resolve_model_path
 from hiper.models.policy import load_policy
 from hiper.protocol.masks import TokenAligner
-from hiper.rollout import RolloutConfig, Task, rollout
+from hiper.rollout import Task, rollout
 from hiper.runs.checkpoints import load_checkpoint, restore_state, save_checkpoint
 from hiper.runs.log import MetricsLogger, TrajectoryLog, atomic_write_text
 from hiper.train.config import TRAINING_TASKS, TrainConfig
@@ -293,12 +293,7 @@ class Trainer:
             lambda text: chat_prompt_ids(self.tokenizer, text),
             tasks,
             self.family,
-            RolloutConfig(
-                max_turns=max_turns,
-                history_len=r.history_len,
-                format=r.format,
-                instructions=r.instructions,
-            ),
+            dataclasses.replace(r, max_turns=max_turns),
         )
 
     def _play_for_critic(self, episodes: int) -> list[Trajectory]:
