@@ -28,7 +28,7 @@ from hiper.envs import make_env
 from hiper.envs.base import ExpertTurn
 from hiper.envs.household.expert import expert_demo
 from hiper.protocol import parse
-from hiper.train.runlog import MetricsLogger, TrajectoryLog
+from hiper.runs.log import MetricsLogger, TrajectoryLog
 from hiper.types import Trajectory, Turn
 from hiper.viz import build_report
 

@@ -61,12 +61,12 @@ import torch
 
 from hiper.models.policy import load_policy
 from hiper.rollout import Task
-from hiper.train.batch import micro_batches, pad_token_id, select_rows
+from hiper.runs.log import atomic_write_text
+from hiper.train.batch import micro_batches, model_device, pad_token_id, select_rows
 from hiper.train.config import SFTConfig, load_train_config
 from hiper.train.loop import Trainer
-from hiper.train.losses import policy_loss
+from hiper.train.ppo import Normalizers, ppo_loss
 from hiper.train.prepare import prepare_batch
-from hiper.train.runlog import atomic_write_text
 from hiper.train.sft import expert_examples, train_sft
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -478,22 +478,18 @@ def gradient_noise(tr: Trainer, trajs, parts: int = 4) -> dict[str, float]:
     b = prep.batch
     order = torch.randperm(b.num_rows, generator=torch.Generator().manual_seed(0))
     params = [p for p in tr.policy.actor_parameters() if p.requires_grad]
+    # the policy-gradient term alone of the training loss (the same ppo_loss the update runs)
+    pg_only = dataclasses.replace(cfg.ppo, kl_coef=0.0, entropy_coef=0.0, vf_coef=0.0)
+    device = model_device(tr.policy)
     grads = []
     tr.policy.train()
     for chunk in order.chunk(parts):
         sub = select_rows(b, chunk)
         for q in params:
             q.grad = None
-        n_tok = max(sub.num_tokens, 1)
+        norm = Normalizers.of(sub, device)
         for micro in micro_batches(sub, cfg.ppo.micro_batch_rows, None, pad_token_id(tr.policy)):
-            out = tr.policy(micro.input_ids, micro.attention_mask)
-            loss, _ = policy_loss(
-                out.logprobs.float(),
-                micro.old_logprobs,
-                micro.advantages,
-                micro.loss_mask,
-                normalizer=n_tok,
-            )
+            loss, _ = ppo_loss(tr.policy, micro.to(device), norm, pg_only, b)
             loss.backward()
         grads.append(
             torch.cat(

@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.one:
         env, stage = args.one
-        from hiper.train.runlog import atomic_write_text
+        from hiper.runs.log import atomic_write_text
 
         path = args.out / env / f"{stage}.json"
         path.parent.mkdir(parents=True, exist_ok=True)

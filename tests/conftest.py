@@ -84,7 +84,7 @@ def injected_run(viewer_run: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     observation are HTML that would run script if rendered as markup."""
     import shutil
 
-    from hiper.train.runlog import TrajectoryLog
+    from hiper.runs.log import TrajectoryLog
     from tests.helpers import INJECTED_OBSERVATION, INJECTED_RESPONSE, trajectory
 
     run_dir = tmp_path_factory.mktemp("injected") / "run"

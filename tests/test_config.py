@@ -7,6 +7,7 @@ from typing import Literal
 
 import pytest
 
+from hiper.algos.base import get_estimator
 from hiper.algos.hae import HAEConfig
 from hiper.config import ConfigError, apply_overrides, from_dict, load_yaml, to_dict
 
@@ -114,7 +115,9 @@ def test_smollm2_presets_use_the_named_model_with_full_prompts_and_lora(path):
     assert cfg.model.lora is not None and cfg.model.critic == "shared"
     assert cfg.rollout.instructions and cfg.rollout.format == "plan_execute"
     assert (cfg.model.device, cfg.model.dtype) == ("cpu", "float32")
-    assert cfg.algo.estimator == "hae" and cfg.algo.heads == ("high", "low")
+    assert cfg.algo.estimator == "hae" and get_estimator("hae").heads(
+        cfg.algo.estimator_config
+    ) == ("high", "low")
     # the header tells how to run it on a GPU, and those overrides load
     header = path.read_text().split("\nrun_dir:")[0]
     assert "model.device=cuda model.dtype=bfloat16" in header

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from hiper.algos.base import get_estimator
+from hiper.algos.hae import HAEConfig
 from hiper.algos.shaping import ShapingConfig
 from hiper.models.policy import load_policy
 from hiper.protocol import parse
@@ -20,7 +22,9 @@ from hiper.train.critic_pretrain import (
 from hiper.train.sft import SFTExample, expert_examples
 from tests.helpers import trajectory
 
-HEADS = ("high", "low", "term")
+#: HAE with the original code's switch advantage reads three heads, each at its own position
+SEGMENT_RETURN = get_estimator("hae").head_positions(HAEConfig(switch_advantage="segment_return"))
+HEADS = tuple(SEGMENT_RETURN)
 
 
 def _ex(turns_left: int, won: bool) -> SFTExample:
@@ -81,6 +85,7 @@ def test_pretraining_fits_the_returns_and_leaves_the_policy_alone(tiny_model_dir
         policy,
         ex,
         demonstration_returns(ex, 0.95, 10.0),
+        SEGMENT_RETURN,
         format="plan_execute",
         steps=25,
         lr=3e-3,
@@ -126,4 +131,6 @@ def test_pretraining_refuses_returns_that_do_not_match_the_examples(tiny_model_d
     policy = load_policy(tiny_model_dir, heads=HEADS, reference=False)
     ex = [_ex(1, True), _ex(0, True)]
     with pytest.raises(ValueError, match="one return per example"):
-        pretrain_critic(policy, ex, np.zeros(3), format="plan_execute", steps=1, lr=1e-3)
+        pretrain_critic(
+            policy, ex, np.zeros(3), SEGMENT_RETURN, format="plan_execute", steps=1, lr=1e-3
+        )

@@ -46,9 +46,9 @@ from hiper.envs.base import ExpertTurn
 from hiper.models.policy import load_policy
 from hiper.models.tiny import build_tiny_model, household_corpus
 from hiper.protocol import PromptContext, build_prompt
+from hiper.runs.log import read_jsonl
 from hiper.train.config import SFTConfig, load_train_config
 from hiper.train.loop import Trainer
-from hiper.train.runlog import read_jsonl
 from hiper.train.sft import SFTExample, chat_prompt_ids, train_sft
 
 SEED = 0

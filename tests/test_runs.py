@@ -17,14 +17,8 @@ import numpy as np
 import pytest
 
 from hiper.protocol import parse
-from hiper.train import runlog
-from hiper.train.records import (
-    dumps_json,
-    to_jsonable,
-    trajectory_from_dict,
-    trajectory_to_dict,
-)
-from hiper.train.runlog import (
+from hiper.runs import log as runlog
+from hiper.runs.log import (
     JsonlLog,
     MetricsLogger,
     TrajectoryLog,
@@ -33,12 +27,18 @@ from hiper.train.runlog import (
     read_jsonl,
     read_trajectories,
 )
+from hiper.runs.records import (
+    dumps_json,
+    to_jsonable,
+    trajectory_from_dict,
+    trajectory_to_dict,
+)
 from hiper.types import Decision, Trajectory, Turn
 
 torch = pytest.importorskip("torch")
 
-from hiper.train import checkpoint as ckpt_mod  # noqa: E402
-from hiper.train.checkpoint import (  # noqa: E402
+from hiper.runs import checkpoints as ckpt_mod  # noqa: E402
+from hiper.runs.checkpoints import (  # noqa: E402
     CheckpointError,
     list_checkpoints,
     load_checkpoint,

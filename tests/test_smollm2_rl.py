@@ -23,14 +23,15 @@ import pytest
 import torch
 import yaml
 
+from hiper.algos.base import get_estimator
 from hiper.config import to_dict
 from hiper.models.policy import load_policy
+from hiper.runs.checkpoints import LATEST_FILE, load_checkpoint
+from hiper.runs.log import read_jsonl
+from hiper.runs.records import trajectory_from_dict
 from hiper.train.batch import build_sequence_batch, micro_batches
-from hiper.train.checkpoint import LATEST_FILE, load_checkpoint
 from hiper.train.config import TrainConfig, load_train_config
 from hiper.train.loop import Trainer, training_seeds
-from hiper.train.records import trajectory_from_dict
-from hiper.train.runlog import read_jsonl
 from tests.conftest import PROJECT_ROOT
 from tests.helpers import comparable
 
@@ -121,7 +122,9 @@ def test_ppo_with_hae_on_smollm2_completes_and_resumes(smollm2: Path, tmp_path: 
     run = tmp_path / "run"
     cfg = rl_config(run, critic, iterations=1)
     assert cfg.rollout.instructions and cfg.rollout.format == "plan_execute"
-    assert cfg.algo.estimator == "hae" and cfg.algo.heads == ("high", "low")
+    assert cfg.algo.estimator == "hae" and get_estimator("hae").heads(
+        cfg.algo.estimator_config
+    ) == ("high", "low")
 
     # -- 1 iteration, to completion ----------------------------------------------------------
     trainer = Trainer(cfg)

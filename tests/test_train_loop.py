@@ -15,10 +15,10 @@ import torch
 
 from hiper.config import ConfigError
 from hiper.envs.base import TASK_TYPES
+from hiper.runs.log import read_jsonl
+from hiper.runs.records import trajectory_from_dict
 from hiper.train.config import load_train_config
 from hiper.train.loop import Trainer, screen_tasks, training_seeds
-from hiper.train.records import trajectory_from_dict
-from hiper.train.runlog import read_jsonl
 from tests.conftest import PROJECT_ROOT, shared_data_path
 from tests.helpers import TINY, comparable, config
 
@@ -135,7 +135,7 @@ def test_critic_warmup_leaves_the_policy_at_its_start(tmp_path):
     Trainer(cfg).run()
     rows = read_jsonl(tmp_path / "run" / "metrics.jsonl")
     assert rows[-1]["ppo/grad_norm/actor"] == 0.0 and rows[-1]["ppo/grad_norm/critic"] > 0
-    start = load_policy(tmp_path / "run" / "base_model", heads=cfg.algo.heads)
+    start = load_policy(tmp_path / "run" / "base_model", heads=("high", "low"))  # HAE, gain
     end = load_policy(resolve_model(str(tmp_path / "run")))
     for (name, a), b in zip(
         start.lm.state_dict().items(), end.lm.state_dict().values(), strict=True

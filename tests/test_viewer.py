@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from hiper.cli import app
-from hiper.train.runlog import read_jsonl
+from hiper.runs.log import read_jsonl
 from hiper.viz import build_report, load_view_data, make_server, render_html
 from hiper.viz.data import TRAJ_FIELDS, TURN_FIELDS
 from hiper.viz.plots import learning_curves, line_plot, nice_ticks

@@ -399,7 +399,7 @@ def _write_eval_folder(out: str, data: dict[str, Any], runs: list) -> None:
     sampling seed's index in ``info.seed_index``), each written crash-safely."""
     from pathlib import Path
 
-    from hiper.train.runlog import TrajectoryLog, atomic_write_text
+    from hiper.runs.log import TrajectoryLog, atomic_write_text
 
     folder = Path(out)
     _check_eval_folder(out)

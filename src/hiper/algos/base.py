@@ -24,7 +24,9 @@ class Values:
 
     - ``high``: V^H(s_t), the high head at response position 0 (also the flat critic's V(s_t)).
     - ``low``: V^L(s_t, o_t), the low head right after ``</subgoal>``.
-    - ``prev``: V^P(s_t, o_{t-1}) at position 0 (``gain``) or V^term (``segment_return``).
+    - ``prev``: the value HAE's switch advantage subtracts: V^P(s_t, o_{t-1}), the low head at
+      position 0 (``gain``), or V^term(s_t), the term head (``segment_return``); hae.py declares
+      which (:data:`hiper.algos.hae.hae_reads`).
     - ``final``: [B] V^H of the state after each trajectory's last turn, for truncation bootstrap.
     """
 
@@ -85,23 +87,69 @@ Estimator = Callable[[TurnLayout, np.ndarray, Values, Any], TurnAdvantages]
 
 
 @dataclass(frozen=True)
+class ValueRead:
+    """A value the estimator reads on every turn: the :class:`Values` field it fills (``name``),
+    from which critic head, at which response position."""
+
+    name: str  # "high" | "low" | "prev"
+    head: str
+    position: Position
+
+
+#: The flat critic: V(s_t), head "high" at the response's first position.
+STATE_VALUE = (ValueRead("high", "high", "start"),)
+#: The model's heads when the estimator reads none (every policy carries at least one head).
+NO_CRITIC_HEADS = ("high",)
+
+Reads = tuple[ValueRead, ...] | Callable[[Any], tuple[ValueRead, ...]]
+
+
+@dataclass(frozen=True)
 class EstimatorSpec:
+    """A registered estimator: its function, its config dataclass and the values it reads.
+    The first read is the state value V(s_t); the final state of a truncated episode is read
+    with its head for the bootstrap (``Values.final``)."""
+
     name: str
     fn: Estimator
     config: type
-    needs_values: bool
+    reads: Reads = ()
+
+    def value_reads(self, config: Any = None) -> tuple[ValueRead, ...]:
+        """The reads under ``config`` (default: the config class's defaults)."""
+        if not callable(self.reads):
+            return tuple(self.reads)
+        return tuple(self.reads(self.config() if config is None else config))
+
+    @property
+    def needs_values(self) -> bool:
+        return bool(self.value_reads())
+
+    def heads(self, config: Any = None) -> tuple[str, ...]:
+        """The critic heads the model needs: every head read, in order of first use."""
+        return tuple(dict.fromkeys(r.head for r in self.value_reads(config))) or NO_CRITIC_HEADS
+
+    def head_positions(self, config: Any = None) -> dict[str, Position]:
+        """Where each head is read (its first read's position)."""
+        out: dict[str, Position] = {}
+        for r in self.value_reads(config):
+            out.setdefault(r.head, r.position)
+        return out
 
 
 ESTIMATORS: dict[str, EstimatorSpec] = {}
 
 
-def register(name: str, config: type, needs_values: bool) -> Callable[[Estimator], Estimator]:
-    """Register ``fn`` under ``name`` with its config dataclass."""
+def register(name: str, config: type, reads: Reads = ()) -> Callable[[Estimator], Estimator]:
+    """Register ``fn`` under ``name`` with its config dataclass and the values it reads
+    (``reads``: a tuple of :class:`ValueRead`, or a function of the config returning one; empty
+    for a critic-free estimator). Everything else (the model's heads, the critic's forward, the
+    value pre-training positions) is derived from that declaration."""
 
     def deco(fn: Estimator) -> Estimator:
         if name in ESTIMATORS:
             raise ValueError(f"estimator {name!r} is already registered")
-        ESTIMATORS[name] = EstimatorSpec(name, fn, config, needs_values)
+        ESTIMATORS[name] = EstimatorSpec(name, fn, config, reads)
         return fn
 
     return deco

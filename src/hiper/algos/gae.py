@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hiper.algos.base import (
+    STATE_VALUE,
     TurnAdvantages,
     Values,
     ValueTarget,
@@ -69,7 +70,7 @@ def turn_gae(
     return adv
 
 
-@register("gae", GAEConfig, needs_values=True)
+@register("gae", GAEConfig, reads=STATE_VALUE)
 def gae(layout: TurnLayout, rewards: np.ndarray, values: Values, cfg: GAEConfig) -> TurnAdvantages:
     m = layout.mask
     v = np.where(m, values.need("high", "gae"), 0.0)

@@ -15,6 +15,7 @@ import numpy as np
 
 from hiper.algos.base import (
     TurnAdvantages,
+    ValueRead,
     Values,
     ValueTarget,
     adv_stats,
@@ -97,7 +98,20 @@ def hae_parts(layout: TurnLayout, rewards: np.ndarray, values: Values, cfg: HAEC
     )
 
 
-@register("hae", HAEConfig, needs_values=True)
+def hae_reads(cfg: HAEConfig) -> tuple[ValueRead, ...]:
+    """What HAE reads per turn: V^H(s_t) (high head, first position), V^L(s_t, o_t) (low head,
+    right after ``</subgoal>``) and the value the switch advantage subtracts (``Values.prev``):
+    V^P(s_t, o_{t-1}), the low head at the first position, for ``gain``; V^term(s_t), a head of
+    its own, for ``segment_return``."""
+    prev = ValueRead("prev", "low" if cfg.switch_advantage == "gain" else "term", "start")
+    return (
+        ValueRead("high", "high", "start"),
+        ValueRead("low", "low", "after_subgoal"),
+        prev,
+    )
+
+
+@register("hae", HAEConfig, reads=hae_reads)
 def hae(layout: TurnLayout, rewards: np.ndarray, values: Values, cfg: HAEConfig) -> TurnAdvantages:
     m = layout.mask
     p = hae_parts(layout, rewards, values, cfg)

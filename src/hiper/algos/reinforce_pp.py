@@ -24,7 +24,7 @@ class ReinforcePPConfig:
         check_unit("gamma", self.gamma)
 
 
-@register("reinforce_pp", ReinforcePPConfig, needs_values=False)
+@register("reinforce_pp", ReinforcePPConfig)
 def reinforce_pp(
     layout: TurnLayout, rewards: np.ndarray, values: Values, cfg: ReinforcePPConfig
 ) -> TurnAdvantages:

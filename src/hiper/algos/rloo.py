@@ -22,7 +22,7 @@ class RLOOConfig:
     pass
 
 
-@register("rloo", RLOOConfig, needs_values=False)
+@register("rloo", RLOOConfig)
 def rloo(
     layout: TurnLayout, rewards: np.ndarray, values: Values, cfg: RLOOConfig
 ) -> TurnAdvantages:

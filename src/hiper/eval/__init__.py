@@ -14,6 +14,7 @@ from hiper.envs.base import load_manifest, make_env
 from hiper.envs.pool import EnvPool
 from hiper.models.named import NAMED_MODELS, resolve_model_path
 from hiper.rollout import RolloutConfig, Task, rollout
+from hiper.seeds import eval_generate_seed
 from hiper.types import Trajectory
 
 
@@ -126,7 +127,7 @@ def evaluate_policy(
         calls = iter(range(10**9))
         trajs = rollout(
             pool,
-            lambda p: engine.generate(p, greedy=greedy, seed=10_000 + next(calls)),
+            lambda p: engine.generate(p, greedy=greedy, seed=eval_generate_seed(next(calls))),
             lambda text: chat_prompt_ids(policy.tokenizer, text),
             [Task(task_id=t) for _ in range(seeds) for t in task_ids],
             family,
@@ -150,7 +151,7 @@ def resolve_model(path: str | Path) -> Path:
     named model (its prepared folder, prepared on first use; ``hiper models list``)."""
     p = Path(resolve_model_path(path))
     if (p / "checkpoints").is_dir():
-        from hiper.train.checkpoint import load_checkpoint
+        from hiper.runs.checkpoints import load_checkpoint
 
         return Path(load_checkpoint(p).policy_dir)
     if not p.exists():

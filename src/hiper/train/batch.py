@@ -13,9 +13,6 @@ Alignment (the one convention every consumer uses)
     A value target at response position ``p`` (HAE.md §3: the value of the prefix *before* ``p``) is
     stored at absolute position ``prompt_len[i] + p - 1`` and read as
     ``ForwardOut.values[i, prompt_len[i] + p - 1, head]``.
-
-Rows that are not real turns (duplicates appended to balance a batch, see :func:`pad_rows`) have
-``real == False``, an all-False loss mask and no value targets: they never count (HAE.md §8.1).
 """
 
 from __future__ import annotations
@@ -38,7 +35,6 @@ __all__ = [
     "fill_from_forward",
     "first_response_column",
     "micro_batches",
-    "pad_rows",
     "select_rows",
 ]
 
@@ -57,7 +53,6 @@ class TrainBatch:
         ``vt_row`` int64 [M] (row), ``vt_pos`` int64 [M] (absolute position
         ``prompt_len + p - 1``), ``vt_head`` int64 [M] (index into ``heads``), ``vt_target``
         float32 [M], ``old_values`` float32 [M] or None until :func:`fill_from_forward`.
-    ``real`` bool [N]: False for rows that only pad the batch (zero weight everywhere).
     ``temperature``: the sampling temperature of the responses. Old, new and reference log-probs
     are all taken of ``softmax(logits / temperature)``, the distribution that sampled them, so the
     PPO ratio and the KL compare like with like.
@@ -74,7 +69,6 @@ class TrainBatch:
     vt_pos: Tensor
     vt_head: Tensor
     vt_target: Tensor
-    real: Tensor
     old_logprobs: Tensor | None = None
     ref_logprobs: Tensor | None = None
     old_values: Tensor | None = None
@@ -174,7 +168,6 @@ def build_sequence_batch(
         vt_pos=empty_l.clone(),
         vt_head=empty_l.clone(),
         vt_target=torch.zeros(0, dtype=torch.float32),
-        real=torch.ones(len(p), dtype=torch.bool),
     )
 
 
@@ -269,26 +262,18 @@ def _ragged_index(offsets: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def select_rows(batch: TrainBatch, rows: Sequence[int] | Tensor) -> TrainBatch:
-    """The batch restricted to ``rows`` (in that order).
-
-    A row listed more than once is kept only at its first occurrence; later copies become padding
-    rows (``real`` False, empty loss mask, no value targets), so nothing is ever counted twice.
-    """
+    """The batch restricted to ``rows`` (in that order; each row at most once, so nothing is
+    ever counted twice)."""
     rows = torch.as_tensor(rows, dtype=torch.int64).reshape(-1)
     n = batch.num_rows
     if rows.numel() and (rows.min() < 0 or rows.max() >= n):
         raise ValueError(f"rows must lie in [0, {n})")
-    first = torch.zeros(rows.numel(), dtype=torch.bool)
+    if rows.unique().numel() != rows.numel():
+        raise ValueError("rows must not repeat: a repeated turn would count twice")
     new_of_old = torch.full((n,), -1, dtype=torch.int64)
-    seen = set()
-    for k, r in enumerate(rows.tolist()):
-        if r not in seen:
-            seen.add(r)
-            first[k] = True
-            new_of_old[r] = k
+    new_of_old[rows] = torch.arange(rows.numel())
     seq_idx, seq_off = _ragged_index(batch.seq_offsets, rows)
     resp_idx, resp_off = _ragged_index(batch.resp_offsets, rows)
-    resp_first = torch.repeat_interleave(first, resp_off[1:] - resp_off[:-1])
     vt_new = new_of_old[batch.vt_row]
     keep = vt_new >= 0
     return replace(
@@ -297,8 +282,8 @@ def select_rows(batch: TrainBatch, rows: Sequence[int] | Tensor) -> TrainBatch:
         seq_offsets=seq_off,
         prompt_len=batch.prompt_len[rows],
         resp_offsets=resp_off,
-        advantages=torch.where(resp_first, batch.advantages[resp_idx], 0.0),
-        loss_mask=batch.loss_mask[resp_idx] & resp_first,
+        advantages=batch.advantages[resp_idx],
+        loss_mask=batch.loss_mask[resp_idx],
         old_logprobs=None if batch.old_logprobs is None else batch.old_logprobs[resp_idx],
         ref_logprobs=None if batch.ref_logprobs is None else batch.ref_logprobs[resp_idx],
         vt_row=vt_new[keep],
@@ -306,24 +291,8 @@ def select_rows(batch: TrainBatch, rows: Sequence[int] | Tensor) -> TrainBatch:
         vt_head=batch.vt_head[keep],
         vt_target=batch.vt_target[keep],
         old_values=None if batch.old_values is None else batch.old_values[keep],
-        real=batch.real[rows] & first,
         meta=dict(batch.meta),
     )
-
-
-def pad_rows(batch: TrainBatch, multiple: int) -> TrainBatch:
-    """Append copies of the shortest row until the row count is a multiple of ``multiple``
-    (for balancing across workers). The copies carry zero weight: ``real`` False, no trained
-    tokens, no value targets."""
-    if multiple < 1:
-        raise ValueError(f"multiple must be >= 1, got {multiple}")
-    n = batch.num_rows
-    extra = (-n) % multiple
-    if extra == 0 or n == 0:
-        return batch
-    short = int(torch.argmin(batch.seq_len))
-    rows = torch.cat([torch.arange(n), torch.full((extra,), short, dtype=torch.int64)])
-    return select_rows(batch, rows)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from hiper.algos.base import get_estimator
 from hiper.algos.shaping import ShapingConfig
 from hiper.config import ConfigError, apply_overrides, from_dict, load_yaml
 from hiper.models.policy import LoraSettings
+from hiper.rollout import RolloutConfig
 from hiper.train.ppo import PPOConfig
 
 #: The evaluation "split" that replays the training pool's tasks with fresh sampling seeds.
@@ -65,7 +66,11 @@ class EnvConfig:
 
 
 @dataclass(frozen=True)
-class RolloutSection:
+class RolloutSection(RolloutConfig):
+    """The ``rollout`` section: how episodes are played (:class:`~hiper.rollout.RolloutConfig`:
+    ``max_turns``, ``history_len``, ``format``, ``instructions``) and which tasks a training
+    iteration plays, how many times, sampled how."""
+
     tasks_per_iteration: int = 16  # distinct tasks per iteration
     group_size: int = 1  # rollouts per task (GRPO/RLOO/GiGPO need > 1)
     # null: every iteration plays new training tasks; N: a fixed pool of N training tasks, played
@@ -77,17 +82,13 @@ class RolloutSection:
     # applied once)
     pool_screen: int = 0
     pool_min_wins: int = 1
-    max_turns: int = 50
-    history_len: int = 2
-    format: Literal["plan_execute", "react"] = "plan_execute"
-    # False: leave the intro and format rules out of prompts (models trained from scratch)
-    instructions: bool = True
     max_new_tokens: int = 64
     temperature: float = 1.0
     top_p: float = 1.0
 
     def __post_init__(self) -> None:
-        for name in ("tasks_per_iteration", "group_size", "max_turns", "max_new_tokens"):
+        super().__post_init__()  # max_turns, history_len, format
+        for name in ("tasks_per_iteration", "group_size", "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.task_pool is not None and (
@@ -168,15 +169,6 @@ class AlgoConfig:
     @property
     def estimator_config(self) -> Any:
         return from_dict(get_estimator(self.estimator).config, self.config, "algo.config")
-
-    @property
-    def heads(self) -> tuple[str, ...]:
-        """The value heads the estimator reads (none for critic-free estimators)."""
-        if not get_estimator(self.estimator).needs_values:
-            return ("high",)
-        if self.estimator == "hae" and self.estimator_config.switch_advantage == "segment_return":
-            return ("high", "low", "term")
-        return ("high", "low") if self.estimator == "hae" else ("high",)
 
 
 @dataclass(frozen=True)

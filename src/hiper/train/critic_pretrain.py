@@ -23,7 +23,7 @@ critic only the heads, so the policy is untouched).
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -45,15 +45,11 @@ from hiper.train.sft import SFTExample
 from hiper.types import Trajectory
 
 __all__ = [
-    "HEAD_POSITION",
     "demonstration_returns",
     "episode_examples",
     "episode_returns",
     "pretrain_critic",
 ]
-
-#: Where each value head is read in a response (see :func:`hiper.protocol.masks.value_positions`).
-HEAD_POSITION = {"high": "start", "term": "start", "low": "after_subgoal"}
 
 
 def demonstration_returns(
@@ -96,6 +92,7 @@ def pretrain_critic(
     policy,
     examples: Sequence[SFTExample],
     returns: np.ndarray,
+    head_positions: Mapping[str, str],
     *,
     format: str,
     steps: int,
@@ -107,14 +104,16 @@ def pretrain_critic(
 ) -> dict[str, float]:
     """``steps`` AdamW steps of 0.5 * squared error between every head of ``policy`` and the
     examples' ``returns`` (one per example), on batches of ``batch_rows`` examples drawn without
-    replacement (reshuffled each pass). Returns the first and last losses and, per head, the explained
-    variance on the last ~10 % of the examples (held out from the steps)."""
+    replacement (reshuffled each pass), each head read where the estimator reads it
+    (``head_positions``, from :meth:`hiper.algos.base.EstimatorSpec.head_positions`). Returns the
+    first and last losses and, per head, the explained variance on the last ~10 % of the examples
+    (held out from the steps)."""
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     if not examples:
         raise ValueError("critic pre-training needs at least one demonstration")
     heads = tuple(policy.heads)
-    unknown = [h for h in heads if h not in HEAD_POSITION]
+    unknown = [h for h in heads if h not in head_positions]
     if unknown:
         raise ValueError(f"no known reading position for value head(s) {unknown}")
     returns = np.asarray(returns, np.float32)
@@ -131,7 +130,7 @@ def pretrain_critic(
     n, k = len(examples), len(heads)
     plen = batch.prompt_len.numpy()
     batch.vt_row = torch.from_numpy(np.repeat(np.arange(n), k))
-    pos = np.stack([positions[HEAD_POSITION[h]] for h in heads], axis=1).reshape(-1)
+    pos = np.stack([positions[head_positions[h]] for h in heads], axis=1).reshape(-1)
     batch.vt_pos = torch.from_numpy(plen[batch.vt_row.numpy()] + pos - 1)
     batch.vt_head = torch.from_numpy(np.tile(np.arange(k), n))
     batch.vt_target = torch.from_numpy(np.repeat(returns, k))

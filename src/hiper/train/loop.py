@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import yaml
 
+from hiper import seeds
 from hiper.algos.base import get_estimator
 from hiper.config import to_dict
 from hiper.engines.hf import HFEngine, chat_prompt_ids
@@ -30,8 +31,9 @@ from hiper.eval import evaluate_policy, manifest_task_ids
 from hiper.models.named import resolve_model_path
 from hiper.models.policy import load_policy
 from hiper.protocol.masks import TokenAligner
-from hiper.rollout import RolloutConfig, Task, rollout
-from hiper.train.checkpoint import load_checkpoint, restore_state, save_checkpoint
+from hiper.rollout import Task, rollout
+from hiper.runs.checkpoints import load_checkpoint, restore_state, save_checkpoint
+from hiper.runs.log import MetricsLogger, TrajectoryLog, atomic_write_text
 from hiper.train.config import TRAINING_TASKS, TrainConfig
 from hiper.train.critic_pretrain import (
     demonstration_returns,
@@ -39,9 +41,8 @@ from hiper.train.critic_pretrain import (
     episode_returns,
     pretrain_critic,
 )
-from hiper.train.ppo import make_optimizer, ppo_update
+from hiper.train.ppo import critic_update, make_optimizer, ppo_update
 from hiper.train.prepare import prepare_batch
-from hiper.train.runlog import MetricsLogger, TrajectoryLog, atomic_write_text
 from hiper.train.sft import expert_examples, train_sft
 from hiper.types import SWITCH, Trajectory
 
@@ -62,11 +63,6 @@ def env_options(cfg: TrainConfig, split: str) -> dict[str, Any]:
     return opts
 
 
-def task_seed_base(cfg: TrainConfig) -> int:
-    """The run's first training-task seed: its tasks are ``base + 0, 1, 2, ...``."""
-    return cfg.seed * 1_000_000
-
-
 def training_seeds(
     cfg: TrainConfig, iteration: int | None, pool: Sequence[int] | None = None
 ) -> list[int]:
@@ -75,16 +71,16 @@ def training_seeds(
     in turn. ``iteration=None``: the whole pool. ``pool``: the pool's seeds when they were
     screened (``rollout.pool_screen``; default the first N)."""
     r = cfg.rollout
-    base = task_seed_base(cfg)
+    base = seeds.task_seed_base(cfg.seed)
     if r.task_pool is None:
         if iteration is None:
             raise ValueError("the run has no fixed pool of training tasks (rollout.task_pool)")
         return [base + iteration * r.tasks_per_iteration + j for j in range(r.tasks_per_iteration)]
-    seeds = list(pool) if pool is not None else [base + j for j in range(r.task_pool)]
+    chosen = list(pool) if pool is not None else [base + j for j in range(r.task_pool)]
     if iteration is None:
-        return seeds
+        return chosen
     first = (iteration - 1) * r.tasks_per_iteration
-    return [seeds[(first + j) % len(seeds)] for j in range(r.tasks_per_iteration)]
+    return [chosen[(first + j) % len(chosen)] for j in range(r.tasks_per_iteration)]
 
 
 def iteration_tasks(
@@ -114,8 +110,8 @@ def screen_tasks(
     kept: list[int] = []
     wins: dict[int, int] = {}
     while len(kept) < keep and len(wins) < limit:
-        seeds = [first + len(wins) + j for j in range(min(per_call, limit - len(wins)))]
-        for sd, w in zip(seeds, wins_of(seeds), strict=True):
+        wave = [first + len(wins) + j for j in range(min(per_call, limit - len(wins)))]
+        for sd, w in zip(wave, wins_of(wave), strict=True):
             wins[sd] = int(w)
             if w >= min_wins and len(kept) < keep:
                 kept.append(sd)
@@ -260,7 +256,7 @@ class Trainer:
             lora=m.lora,
             critic=m.critic,
             critic_path=m.critic_path,
-            heads=self.cfg.algo.heads,
+            heads=get_estimator(self.cfg.algo.estimator).heads(self.cfg.algo.estimator_config),
             value_readout=m.value_readout,
             value_scale=m.value_scale,
         )
@@ -291,16 +287,13 @@ class Trainer:
         self.policy.eval()
         return rollout(
             pool,
-            lambda p: engine.generate(p, greedy=greedy, seed=seed * 100_003 + next(calls)),
+            lambda p: engine.generate(
+                p, greedy=greedy, seed=seeds.generate_seed(seed, next(calls))
+            ),
             lambda text: chat_prompt_ids(self.tokenizer, text),
             tasks,
             self.family,
-            RolloutConfig(
-                max_turns=max_turns,
-                history_len=r.history_len,
-                format=r.format,
-                instructions=r.instructions,
-            ),
+            dataclasses.replace(r, max_turns=max_turns),
         )
 
     def _play_for_critic(self, episodes: int) -> list[Trajectory]:
@@ -317,7 +310,7 @@ class Trainer:
         return self._play(
             self.train_pool,
             tasks[:episodes],
-            seed=cfg.seed * 7919,
+            seed=seeds.rollout_seed(cfg.seed, 0),
             greedy=False,
             temperature=r.temperature,
             max_turns=r.max_turns,
@@ -387,6 +380,7 @@ class Trainer:
                     self.policy,
                     examples,
                     returns,
+                    get_estimator(cfg.algo.estimator).head_positions(cfg.algo.estimator_config),
                     format=cfg.rollout.format,
                     steps=s.critic_steps,
                     lr=s.critic_lr,
@@ -414,20 +408,22 @@ class Trainer:
         t0 = time.perf_counter()
         waves = iter(range(10**9))
 
-        def wins_of(seeds: list[int]) -> list[int]:
-            tasks = [Task(seed=sd, group_id=f"screen:{sd}") for sd in seeds for _ in range(k)]
+        def wins_of(candidates: list[int]) -> list[int]:
+            tasks = [Task(seed=sd, group_id=f"screen:{sd}") for sd in candidates for _ in range(k)]
             trajs = self._play(
                 self.train_pool,
                 tasks,
-                seed=cfg.seed * 7919 + 50_000 + next(waves),  # apart from iterations' seeds
+                seed=seeds.screening_seed(cfg.seed, next(waves)),
                 greedy=False,
                 temperature=r.temperature,
                 max_turns=r.max_turns,
             )
-            return [sum(t.success for t in trajs[j * k : (j + 1) * k]) for j in range(len(seeds))]
+            return [
+                sum(t.success for t in trajs[j * k : (j + 1) * k]) for j in range(len(candidates))
+            ]
 
         kept, wins = screen_tasks(
-            task_seed_base(cfg),
+            seeds.task_seed_base(cfg.seed),
             wins_of,
             keep=r.task_pool,
             per_call=max(1, self.train_pool.n // k),
@@ -481,8 +477,8 @@ class Trainer:
             if split == TRAINING_TASKS:
                 pool = self.train_pool
                 probe = make_env(cfg.env.name, **env_options(cfg, cfg.env.train_split))
-                seeds = training_seeds(cfg, None, self.pool)[: cfg.eval.tasks or None]
-                ids = [probe.task_id_for_seed(s) for s in seeds]
+                pool_seeds = training_seeds(cfg, None, self.pool)[: cfg.eval.tasks or None]
+                ids = [probe.task_id_for_seed(s) for s in pool_seeds]
                 probe.close()
             else:
                 options = env_options(cfg, split)
@@ -549,7 +545,7 @@ class Trainer:
         trajs = self._play(
             self.train_pool,
             iteration_tasks(cfg, it, pool=self.pool),
-            seed=cfg.seed * 7919 + it,
+            seed=seeds.rollout_seed(cfg.seed, it),
             greedy=False,
             temperature=r.temperature,
             max_turns=r.max_turns,
@@ -568,14 +564,17 @@ class Trainer:
         )
         t2 = time.perf_counter()
         self.policy.train()
-        upd = ppo_update(
-            self.policy,
-            self.optimizer,
-            prep.batch,
-            cfg.ppo,
-            iteration=it,
-            train_actor=it > cfg.critic_warmup,
-        )
+        if it > cfg.critic_warmup:
+            upd = ppo_update(self.policy, self.optimizer, prep.batch, cfg.ppo, iteration=it)
+        else:  # the critic's warm-up: the value loss alone, the policy stays the SFT model
+            upd = critic_update(
+                self.policy,
+                self.optimizer,
+                prep.batch,
+                cfg.ppo,
+                iteration=it,
+                epochs=cfg.ppo.ppo_epochs,
+            )
         t3 = time.perf_counter()
         gen_tokens = sum(int(t.response_ids.size) for t in prep.turns)
         m = episode_metrics(trajs, "train")
@@ -664,7 +663,7 @@ def _turn_extras(prep) -> list[list[dict[str, Any]]]:
 
 
 def _summary(run_dir: Path) -> dict[str, Any]:
-    from hiper.train.runlog import read_jsonl
+    from hiper.runs.log import read_jsonl
 
     rows = read_jsonl(run_dir / "metrics.jsonl")
     evals = [(r["iteration"], r["eval/success"]) for r in rows if "eval/success" in r]

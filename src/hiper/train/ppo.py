@@ -28,10 +28,13 @@ in eval mode; with zero dropout, the default of Qwen2 configs and of LoRA here, 
 from __future__ import annotations
 
 import math
+from collections import defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 
+from hiper import seeds
 from hiper.train.batch import (
     TrainBatch,
     first_response_column,
@@ -48,7 +51,16 @@ from hiper.train.losses import (
     value_loss_terms,
 )
 
-__all__ = ["PPOConfig", "explained_variance", "make_optimizer", "ppo_update"]
+__all__ = [
+    "Normalizers",
+    "PPOConfig",
+    "critic_update",
+    "explained_variance",
+    "make_optimizer",
+    "ppo_loss",
+    "ppo_update",
+    "value_loss",
+]
 
 
 def _pos(name: str, x, allow_zero: bool = True, allow_none: bool = False) -> None:
@@ -193,6 +205,92 @@ def _clip_group(params: list[torch.Tensor], max_norm: float | None) -> float:
     return float(torch.nn.utils.clip_grad_norm_(with_grad, limit))
 
 
+@dataclass(frozen=True)
+class Normalizers:
+    """The counts a mini-batch's loss terms are divided by (HAE.md §6): trained response tokens
+    (the policy gradient), response tokens (KL, entropy) and value targets per head.
+    Every micro-batch divides by its mini-batch's counts, so the gradients accumulated over the
+    micro-batches are exactly the gradient of the mini-batch loss."""
+
+    tokens: torch.Tensor
+    response: torch.Tensor
+    per_head: torch.Tensor
+
+    @classmethod
+    def of(cls, mb: TrainBatch, device) -> Normalizers:
+        return cls(
+            tokens=torch.tensor(float(max(mb.num_tokens, 1)), device=device),
+            response=torch.tensor(float(max(int(mb.response_len.sum()), 1)), device=device),
+            per_head=mb.head_counts().to(device=device, dtype=torch.float32).clamp(min=1),
+        )
+
+
+def value_loss(values: torch.Tensor, micro, norm: Normalizers, cfg: PPOConfig, heads: int):
+    """Per head: the (clipped) value loss of the micro-batch's targets and the fraction of them
+    the clip engaged on, each divided by the mini-batch's target count of that head."""
+    v = _f32(values[micro.vt_b, micro.vt_pos, micro.vt_head])
+    old_v = micro.old_values if micro.old_values is not None else v.detach()
+    terms = value_loss_terms(v, old_v, micro.vt_target, cfg.value_clip)
+    per_head = terms.new_zeros(heads).index_add(0, micro.vt_head, terms) / norm.per_head
+    clipped = terms.new_zeros(heads)
+    if cfg.value_clip is not None:
+        hit = ((v - old_v).abs() > cfg.value_clip).to(terms.dtype)
+        clipped = clipped.index_add(0, micro.vt_head, hit) / norm.per_head
+    return per_head, clipped
+
+
+def ppo_loss(model, micro, norm: Normalizers, cfg: PPOConfig, batch):
+    """One micro-batch's share of the mini-batch loss (module docstring) and its statistics
+    (detached): ``pg_loss``, the policy-loss statistics, ``kl``, ``entropy``, ``value_loss`` and
+    per head ``value_loss/<head>``, ``value_clip_frac/<head>``, and ``loss``."""
+    want_v = micro.vt_b.numel() > 0
+    out = model(
+        micro.input_ids,
+        micro.attention_mask,
+        with_values=want_v,
+        with_entropy=True,
+        temperature=batch.temperature,
+        # every term reads response tokens only: skip the prompts' logits
+        logprobs_from=first_response_column(micro.response_mask),
+    )
+    logp = _f32(out.logprobs)
+    # KL and entropy cover every response token (KEEP copies and turn 0's switch are not
+    # trained by the policy gradient, but must not drift either)
+    resp_mask = micro.response_mask
+    loss, stats = policy_loss(
+        logp,
+        micro.old_logprobs,
+        micro.advantages,
+        micro.loss_mask,
+        clip_low=cfg.clip_ratio,
+        clip_high=cfg.clip_high,
+        dual_clip=cfg.dual_clip,
+        normalizer=norm.tokens,
+    )
+    stats = {"pg_loss": loss, **stats}
+    if micro.ref_logprobs is not None:
+        stats["kl"] = masked_sum_mean(kl_k3(logp, micro.ref_logprobs), resp_mask, norm.response)
+        if cfg.kl_coef > 0:
+            loss = loss + cfg.kl_coef * stats["kl"]
+    if out.entropy is None and cfg.entropy_coef > 0:
+        raise ValueError("entropy_coef > 0 but the model returned no entropy")
+    if out.entropy is not None:
+        stats["entropy"] = entropy_bonus(_f32(out.entropy), resp_mask, norm.response)
+        if cfg.entropy_coef > 0:
+            loss = loss - cfg.entropy_coef * stats["entropy"]
+    if want_v:
+        if out.values is None:
+            raise ValueError("the model returned no values but targets exist")
+        per_head, clipped = value_loss(out.values, micro, norm, cfg, len(batch.heads))
+        stats["value_loss"] = per_head.sum()
+        loss = loss + cfg.vf_coef * stats["value_loss"]
+        for h, name in enumerate(batch.heads):
+            stats[f"value_loss/{name}"] = per_head[h]
+            stats[f"value_clip_frac/{name}"] = clipped[h]
+    stats["loss"] = loss
+    return loss, {k: v.detach() for k, v in stats.items()}
+
+
 def ppo_update(
     model,
     optimizer: torch.optim.Optimizer,
@@ -200,177 +298,40 @@ def ppo_update(
     cfg: PPOConfig,
     *,
     iteration: int = 0,
-    train_actor: bool = True,
 ) -> dict[str, float]:
-    """Run ``cfg.ppo_epochs`` epochs of mini-batch PPO steps on ``batch`` (filled by
-    :func:`~hiper.train.batch.fill_from_forward`). ``iteration`` varies the row shuffle.
-    ``train_actor=False`` (critic warm-up) optimises only the value loss and steps only the
-    critic group: the policy, a shared backbone included, is left unchanged.
-
-    Metrics (means over the optimiser steps): ``loss`` (the total loss above), ``pg_loss``,
-    ``kl``, ``entropy``, ``clip_frac``, ``dual_clip_frac``, ``approx_kl``, ``ratio_mean``,
-    ``value_loss`` (sum over heads) and ``value_loss/<head>``, ``value_clip_frac/<head>``,
-    ``explained_var/<head>`` (old values vs targets over the whole batch),
-    ``grad_norm/<group>`` (``actor``, ``critic``; before clipping), ``tokens`` (trained tokens
-    per epoch), ``value_targets``, ``steps``, ``skipped_steps``.
-    """
-    if batch.old_logprobs is None:
-        raise ValueError(
-            "batch.old_logprobs is not set; call fill_from_forward(batch, model) first"
-        )
-    if cfg.kl_coef > 0 and batch.ref_logprobs is None:
-        raise ValueError("kl_coef > 0 needs batch.ref_logprobs; call fill_from_forward first")
-    has_vt = batch.vt_row.numel() > 0
-    if has_vt and cfg.value_clip is not None and batch.old_values is None:
-        raise ValueError("clipped value loss needs batch.old_values; call fill_from_forward first")
-    heads = batch.heads
-    model_heads = tuple(getattr(model, "heads", heads))
-    if has_vt and model_heads != heads:
-        raise ValueError(f"batch heads {heads} differ from the model's heads {model_heads}")
-
-    device = model_device(model)
-    pad_id = pad_token_id(model)
-    n = batch.num_rows
-    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + iteration)
-    nh = len(heads)
-
-    sums: dict[str, float] = {}
-
-    def add(key: str, value: float) -> None:
-        sums[key] = sums.get(key, 0.0) + float(value)
-
+    """``cfg.ppo_epochs`` epochs of mini-batch PPO steps on ``batch`` (old/reference log-probs
+    and old values filled by :func:`~hiper.train.prepare.prepare_batch`), then
+    ``cfg.critic_epochs`` value-only epochs (:func:`critic_update`). ``iteration`` varies the
+    row shuffle. Metrics (means over the optimiser steps): those of :func:`ppo_loss`,
+    ``grad_norm/<group>`` (``actor``, ``critic``; before clipping), ``explained_var/<head>``
+    (old values vs targets over the whole batch), ``tokens`` (trained tokens per epoch),
+    ``value_targets``, ``steps``, ``skipped_steps``; with critic epochs ``critic_value_loss``
+    and ``critic_steps``."""
+    _check_batch(model, batch, cfg)
+    device, pad_id = model_device(model), pad_token_id(model)
+    gen = torch.Generator().manual_seed(seeds.shuffle_seed(cfg.seed, iteration))
+    sums: dict[str, float] = defaultdict(float)
     steps = skipped = 0
-    was_training = model.training
-    model.train()
-    try:
-        for _epoch in range(cfg.ppo_epochs):
-            order = torch.randperm(n, generator=gen) if cfg.shuffle else torch.arange(n)
-            size = cfg.mini_batch_rows or n
-            for start in range(0, n, size):
-                mb = select_rows(batch, order[start : start + size])
-                n_tok = torch.tensor(float(max(mb.num_tokens, 1)), device=device)
-                # KL and entropy cover every response token (KEEP copies and turn 0's switch
-                # are not trained by the policy gradient, but must not drift either)
-                n_resp = torch.tensor(
-                    float(max(int(mb.response_len[mb.real].sum()), 1)), device=device
-                )
-                counts = mb.head_counts().to(device=device, dtype=torch.float32)
-                if mb.num_tokens == 0 and mb.vt_row.numel() == 0:
-                    continue  # nothing to learn from (e.g. only padding rows)
-                optimizer.zero_grad(set_to_none=True)
-                step: dict[str, torch.Tensor] = {}
-
-                def acc(key: str, value: torch.Tensor, step=step) -> None:
-                    v = value.detach()
-                    step[key] = step[key] + v if key in step else v
-
-                for micro in micro_batches(
-                    mb, cfg.micro_batch_rows, cfg.micro_batch_tokens, pad_id
-                ):
-                    micro = micro.to(device)
-                    want_v = micro.vt_b.numel() > 0
-                    out = model(
-                        micro.input_ids,
-                        micro.attention_mask,
-                        with_values=want_v,
-                        with_entropy=True,
-                        temperature=batch.temperature,
-                        # every term reads response tokens only: skip the prompts' logits
-                        logprobs_from=first_response_column(micro.response_mask),
-                    )
-                    logp = _f32(out.logprobs)
-                    mask = micro.loss_mask
-                    resp_mask = micro.response_mask & mb.real[micro.rows].to(device)[:, None]
-                    pg, st = policy_loss(
-                        logp,
-                        micro.old_logprobs,
-                        micro.advantages,
-                        mask,
-                        clip_low=cfg.clip_ratio,
-                        clip_high=cfg.clip_high,
-                        dual_clip=cfg.dual_clip,
-                        normalizer=n_tok,
-                    )
-                    loss = pg
-                    acc("pg_loss", pg)
-                    for k, v in st.items():
-                        acc(k, v)
-                    if micro.ref_logprobs is not None:
-                        kl = masked_sum_mean(kl_k3(logp, micro.ref_logprobs), resp_mask, n_resp)
-                        acc("kl", kl)
-                        if cfg.kl_coef > 0:
-                            loss = loss + cfg.kl_coef * kl
-                    if out.entropy is not None:
-                        ent = entropy_bonus(_f32(out.entropy), resp_mask, n_resp)
-                        acc("entropy", ent)
-                        if cfg.entropy_coef > 0:
-                            loss = loss - cfg.entropy_coef * ent
-                    elif cfg.entropy_coef > 0:
-                        raise ValueError("entropy_coef > 0 but the model returned no entropy")
-                    if want_v:
-                        if out.values is None:
-                            raise ValueError("the model returned no values but targets exist")
-                        v = _f32(out.values[micro.vt_b, micro.vt_pos, micro.vt_head])
-                        old_v = micro.old_values if micro.old_values is not None else v.detach()
-                        terms = value_loss_terms(v, old_v, micro.vt_target, cfg.value_clip)
-                        per_head = terms.new_zeros(nh).index_add(
-                            0, micro.vt_head, terms
-                        ) / counts.clamp(min=1)
-                        vl = per_head.sum()
-                        loss = loss + cfg.vf_coef * vl
-                        acc("value_loss", vl)
-                        if cfg.value_clip is not None:
-                            clipped = ((v - old_v).abs() > cfg.value_clip).to(terms.dtype)
-                            vcf = terms.new_zeros(nh).index_add(
-                                0, micro.vt_head, clipped
-                            ) / counts.clamp(min=1)
-                        else:
-                            vcf = terms.new_zeros(nh)
-                        for h, name in enumerate(heads):
-                            acc(f"value_loss/{name}", per_head[h])
-                            acc(f"value_clip_frac/{name}", vcf[h])
-                    if not train_actor:  # critic warm-up: only the value loss is optimised
-                        loss = cfg.vf_coef * vl if want_v else None
-                    if loss is not None:
-                        acc("loss", loss)
-                        loss.backward()
-
-                if not train_actor:  # a shared backbone is an actor parameter: it stays put
-                    for g in optimizer.param_groups:
-                        if g.get("name", "actor") == "actor":
-                            for p in g["params"]:
-                                p.grad = None
-                norms = {
-                    g.get("name", str(i)): _clip_group(g["params"], cfg.grad_clip)
-                    for i, g in enumerate(optimizer.param_groups)
-                }
-                if all(math.isfinite(v) for v in norms.values()):
-                    optimizer.step()
-                else:
-                    skipped += 1
-                optimizer.zero_grad(set_to_none=True)
-                steps += 1
-                for name, v in norms.items():
-                    add(f"grad_norm/{name}", v)
-                for k, v in step.items():
-                    add(k, float(v))
-    finally:
-        model.train(was_training)
-
+    optimizer.zero_grad(set_to_none=True)
+    with _training(model):
+        for mb in _mini_batches(batch, cfg, cfg.ppo_epochs, gen):
+            if mb.num_tokens == 0 and mb.vt_row.numel() == 0:
+                continue  # nothing to learn from (no trained token, no value target)
+            norm, step = Normalizers.of(mb, device), {}
+            for micro in micro_batches(mb, cfg.micro_batch_rows, cfg.micro_batch_tokens, pad_id):
+                loss, stats = ppo_loss(model, micro.to(device), norm, cfg, batch)
+                loss.backward()
+                for k, v in stats.items():
+                    step[k] = step[k] + v if k in step else v
+            norms = _clip_and_step(optimizer, cfg.grad_clip)
+            steps, skipped = steps + 1, skipped + (not all(map(math.isfinite, norms.values())))
+            for k, v in {**{f"grad_norm/{g}": n for g, n in norms.items()}, **step}.items():
+                sums[k] += float(v)
     metrics = {k: v / max(steps, 1) for k, v in sums.items()}
-    if has_vt and cfg.critic_epochs > 0:
-        metrics.update(critic_update(model, optimizer, batch, cfg, iteration=iteration))
-    metrics["steps"] = float(steps)
-    metrics["skipped_steps"] = float(skipped)
-    metrics["tokens"] = float(batch.num_tokens)
-    metrics["value_targets"] = float(batch.vt_row.numel())
-    if has_vt and batch.old_values is not None:
-        for h, name in enumerate(heads):
-            sel = batch.vt_head == h
-            metrics[f"explained_var/{name}"] = explained_variance(
-                batch.old_values[sel], batch.vt_target[sel]
-            )
-    return metrics
+    if batch.vt_row.numel() > 0 and cfg.critic_epochs > 0:
+        extra = critic_update(model, optimizer, batch, cfg, iteration=iteration + 7_777)
+        metrics.update(critic_value_loss=extra["value_loss"], critic_steps=extra["steps"])
+    return {**metrics, **_batch_metrics(batch, steps, skipped)}
 
 
 def critic_update(
@@ -380,60 +341,114 @@ def critic_update(
     cfg: PPOConfig,
     *,
     iteration: int = 0,
+    epochs: int | None = None,
 ) -> dict[str, float]:
-    """``cfg.critic_epochs`` epochs of mini-batch steps on the value loss alone, with the same
-    targets and value clip as :func:`ppo_update`. Only the critic's parameters move: the critic
-    runs alone (:meth:`~hiper.models.policy.PolicyModel.values`) and the actor group's gradients
-    are dropped, so a shared backbone (an actor parameter) and the policy stay unchanged.
-    Returns ``critic_value_loss`` (mean over the steps of the last epoch) and ``critic_steps``.
-    """
-    device = model_device(model)
-    pad_id = pad_token_id(model)
+    """``epochs`` (default ``cfg.critic_epochs``) epochs of mini-batch steps on the value loss
+    alone, with the same targets, normalisers and value clip as :func:`ppo_update`: the
+    critic's warm-up (config ``critic_warmup``) and the extra value epochs. Only the critic's
+    parameters move: the critic runs alone (:meth:`~hiper.models.policy.PolicyModel.values`)
+    and the actor group's gradients are dropped, so a shared backbone (an actor parameter) and
+    the policy stay unchanged. Metrics: ``value_loss`` (mean over the steps) and
+    ``value_loss/<head>``, ``grad_norm/<group>``, ``explained_var/<head>``, ``steps``,
+    ``skipped_steps``, ``tokens``, ``value_targets``."""
+    device, pad_id = model_device(model), pad_token_id(model)
+    gen = torch.Generator().manual_seed(seeds.shuffle_seed(cfg.seed, iteration))
+    epochs = cfg.critic_epochs if epochs is None else epochs
+    sums: dict[str, float] = defaultdict(float)
+    steps = skipped = 0
+    optimizer.zero_grad(set_to_none=True)
+    with _training(model):
+        for mb in _mini_batches(batch, cfg, epochs, gen):
+            if mb.vt_row.numel() == 0:
+                continue
+            norm, per_head = Normalizers.of(mb, device), 0.0
+            for micro in micro_batches(mb, cfg.micro_batch_rows, cfg.micro_batch_tokens, pad_id):
+                if micro.vt_b.numel() > 0:
+                    micro = micro.to(device)
+                    values = model.values(micro.input_ids, micro.attention_mask)
+                    head_loss = value_loss(values, micro, norm, cfg, len(batch.heads))[0]
+                    (cfg.vf_coef * head_loss.sum()).backward()
+                    per_head = per_head + head_loss.detach()
+            norms = _clip_and_step(optimizer, cfg.grad_clip, frozen="actor")
+            steps, skipped = steps + 1, skipped + (not all(map(math.isfinite, norms.values())))
+            sums["value_loss"] += float(per_head.sum())
+            for h, name in enumerate(batch.heads):
+                sums[f"value_loss/{name}"] += float(per_head[h])
+            for g, n in norms.items():
+                sums[f"grad_norm/{g}"] += n
+    metrics = {k: v / max(steps, 1) for k, v in sums.items()}
+    return {**metrics, **_batch_metrics(batch, steps, skipped)}
+
+
+def _check_batch(model, batch: TrainBatch, cfg: PPOConfig) -> None:
+    if batch.old_logprobs is None:
+        raise ValueError(
+            "batch.old_logprobs is not set; call fill_from_forward(batch, model) first"
+        )
+    if cfg.kl_coef > 0 and batch.ref_logprobs is None:
+        raise ValueError("kl_coef > 0 needs batch.ref_logprobs; call fill_from_forward first")
+    has_vt = batch.vt_row.numel() > 0
+    if has_vt and cfg.value_clip is not None and batch.old_values is None:
+        raise ValueError("clipped value loss needs batch.old_values; call fill_from_forward first")
+    model_heads = tuple(getattr(model, "heads", batch.heads))
+    if has_vt and model_heads != batch.heads:
+        raise ValueError(f"batch heads {batch.heads} differ from the model's heads {model_heads}")
+
+
+def _mini_batches(batch: TrainBatch, cfg: PPOConfig, epochs: int, gen: torch.Generator):
+    """``epochs`` passes over the rows, each shuffled by ``gen`` (unless ``cfg.shuffle`` is
+    off) and cut into mini-batches of ``cfg.mini_batch_rows`` rows (all rows when None)."""
     n = batch.num_rows
-    nh = len(batch.heads)
-    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + iteration + 7_777)
     size = cfg.mini_batch_rows or n
-    steps, last = 0, []
+    for _ in range(epochs):
+        order = torch.randperm(n, generator=gen) if cfg.shuffle else torch.arange(n)
+        for start in range(0, n, size):
+            yield select_rows(batch, order[start : start + size])
+
+
+def _clip_and_step(optimizer, max_norm: float | None, frozen: str | None = None) -> dict:
+    """Clip each parameter group's gradient norm on its own (one global norm would let the
+    critic's gradient set the actor's step), step unless a norm is not finite, zero the
+    gradients. The ``frozen`` group's gradients are dropped first (it does not move). Returns
+    each group's norm before clipping."""
+    for g in optimizer.param_groups:
+        if frozen is not None and g.get("name", "actor") == frozen:
+            for p in g["params"]:
+                p.grad = None
+    norms = {
+        g.get("name", str(i)): _clip_group(g["params"], max_norm)
+        for i, g in enumerate(optimizer.param_groups)
+    }
+    if all(math.isfinite(v) for v in norms.values()):
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return norms
+
+
+def _batch_metrics(batch: TrainBatch, steps: int, skipped: int) -> dict[str, float]:
+    """Step counts, the batch's sizes and, per head, how much of the targets' variance the old
+    values (the critic before this update) explain."""
+    m = {
+        "steps": float(steps),
+        "skipped_steps": float(skipped),
+        "tokens": float(batch.num_tokens),
+        "value_targets": float(batch.vt_row.numel()),
+    }
+    if batch.vt_row.numel() > 0 and batch.old_values is not None:
+        for h, name in enumerate(batch.heads):
+            sel = batch.vt_head == h
+            m[f"explained_var/{name}"] = explained_variance(
+                batch.old_values[sel], batch.vt_target[sel]
+            )
+    return m
+
+
+@contextmanager
+def _training(model):
+    """The model in train mode for the update, its previous mode restored after."""
     was_training = model.training
     model.train()
     try:
-        for epoch in range(cfg.critic_epochs):
-            order = torch.randperm(n, generator=gen) if cfg.shuffle else torch.arange(n)
-            for start in range(0, n, size):
-                mb = select_rows(batch, order[start : start + size])
-                if mb.vt_row.numel() == 0:
-                    continue
-                counts = mb.head_counts().to(device=device, dtype=torch.float32)
-                optimizer.zero_grad(set_to_none=True)
-                total = 0.0
-                for micro in micro_batches(
-                    mb, cfg.micro_batch_rows, cfg.micro_batch_tokens, pad_id
-                ):
-                    if micro.vt_b.numel() == 0:
-                        continue
-                    micro = micro.to(device)
-                    values = model.values(micro.input_ids, micro.attention_mask)
-                    v = _f32(values[micro.vt_b, micro.vt_pos, micro.vt_head])
-                    old_v = micro.old_values if micro.old_values is not None else v.detach()
-                    terms = value_loss_terms(v, old_v, micro.vt_target, cfg.value_clip)
-                    per_head = terms.new_zeros(nh).index_add(0, micro.vt_head, terms)
-                    loss = cfg.vf_coef * (per_head / counts.clamp(min=1)).sum()
-                    loss.backward()
-                    total += float(loss.detach())
-                for g in optimizer.param_groups:  # the policy (a shared backbone too) stays put
-                    if g.get("name", "actor") == "actor":
-                        for p in g["params"]:
-                            p.grad = None
-                norms = [_clip_group(g["params"], cfg.grad_clip) for g in optimizer.param_groups]
-                if all(math.isfinite(x) for x in norms):
-                    optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                steps += 1
-                if epoch == cfg.critic_epochs - 1:
-                    last.append(total)
+        yield
     finally:
         model.train(was_training)
-    return {
-        "critic_value_loss": sum(last) / len(last) if last else 0.0,
-        "critic_steps": float(steps),
-    }

@@ -27,21 +27,6 @@ from hiper.protocol.masks import BLOCK_INDEX, TokenAligner, TokenSpans, value_po
 from hiper.train.batch import TrainBatch, build_sequence_batch, build_train_batch, fill_from_forward
 from hiper.types import SWITCH, Trajectory, Turn
 
-# (name in Values, head, position) each turn needs, per estimator family
-_PROBES = {
-    "hae_gain": (
-        ("high", "high", "start"),
-        ("low", "low", "after_subgoal"),
-        ("prev", "low", "start"),
-    ),
-    "hae_segment_return": (
-        ("high", "high", "start"),
-        ("low", "low", "after_subgoal"),
-        ("prev", "term", "start"),
-    ),
-    "flat": (("high", "high", "start"),),
-}
-
 
 @dataclass
 class Prepared:
@@ -51,14 +36,6 @@ class Prepared:
     spans: TokenSpans
     turns: list[Turn]
     rewards: np.ndarray
-
-
-def _probes(estimator: str, config) -> tuple[tuple[str, str, str], ...]:
-    if not get_estimator(estimator).needs_values:
-        return ()
-    if estimator == "hae":
-        return _PROBES[f"hae_{config.switch_advantage}"]
-    return _PROBES["flat"]
 
 
 def prepare_batch(
@@ -86,7 +63,7 @@ def prepare_batch(
         t.token_spans = d
     positions = value_positions(spans)
     heads = tuple(policy.heads)
-    probes = _probes(estimator, estimator_config)
+    probes = get_estimator(estimator).value_reads(estimator_config)  # what it declared
     finals = [
         (b, tr.info["final_prompt_ids"])
         for b, tr in enumerate(trajectories)
@@ -116,13 +93,15 @@ def prepare_batch(
     if probes:
         k = len(probes)
         rows = np.repeat(np.arange(n), k)
-        pos = np.concatenate([positions[p][:, None] for _, _, p in probes], axis=1).reshape(-1)
-        head = np.tile([heads.index(h) for _, h, _ in probes], n)
+        pos = np.concatenate([positions[r.position][:, None] for r in probes], axis=1)
+        pos = pos.reshape(-1)
+        head = np.tile([heads.index(r.head) for r in probes], n)
         f_rows = np.arange(n, n + len(finals))
         probe.vt_row = torch.from_numpy(np.concatenate([rows, f_rows]))
         probe.vt_pos = torch.from_numpy(np.concatenate([plen[rows] + pos - 1, plen[f_rows] - 1]))
         probe.vt_head = torch.from_numpy(
-            np.concatenate([head, np.full(len(finals), heads.index("high"))])
+            # a truncated episode's final state: the state value (the first read), for the bootstrap
+            np.concatenate([head, np.full(len(finals), heads.index(probes[0].head))])
         )
         probe.vt_target = torch.zeros(probe.vt_row.numel(), dtype=torch.float32)
     fill_from_forward(probe, policy, micro_batch_rows, values=bool(probes), logprobs=recompute)
@@ -145,7 +124,7 @@ def prepare_batch(
         ov = probe.old_values.numpy().astype(np.float64)
         per_turn = ov[: n * len(probes)].reshape(n, len(probes))
         arrays = {}
-        for j, (name, _, _) in enumerate(probes):
+        for j, name in enumerate(r.name for r in probes):
             a = np.zeros(layout.shape)
             a[layout.mask] = per_turn[:, j]
             arrays[name] = a

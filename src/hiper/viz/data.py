@@ -1,6 +1,6 @@
 """What the viewer shows, read from a run or an evaluation folder into one compact JSON payload.
 
-A folder is recognised by its files: ``trajectories.jsonl`` (:class:`hiper.train.runlog.
+A folder is recognised by its files: ``trajectories.jsonl`` (:class:`hiper.runs.log.
 TrajectoryLog` records), ``metrics.jsonl`` (per-iteration metrics), ``config.yaml`` (a training
 run) and ``report.json`` (``hiper eval --out``). At least one of the first two must be there.
 
@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from hiper.train.runlog import METRICS_FILE, TRAJECTORIES_FILE, iter_jsonl, read_jsonl
+from hiper.runs.log import METRICS_FILE, TRAJECTORIES_FILE, iter_jsonl, read_jsonl
 
 __all__ = ["BLOCKS", "TRAJ_FIELDS", "TURN_FIELDS", "StringTable", "load_view_data"]
 

@@ -20,7 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from hiper.train.runlog import atomic_write_text
+from hiper.runs.log import atomic_write_text
 from hiper.viz.data import load_view_data
 from hiper.viz.plots import learning_curves
 

@@ -12,7 +12,7 @@
   may be mid-append) and any other unparsable line with a warning.
 * :class:`MetricsLogger`: ``metrics.jsonl`` + TensorBoard (``tb/``) + optional Weights & Biases.
 * :class:`TrajectoryLog`: ``trajectories.jsonl``, one line per trajectory
-  (:func:`hiper.train.records.trajectory_to_dict` plus ``iteration`` and ``split``).
+  (:func:`hiper.runs.records.trajectory_to_dict` plus ``iteration`` and ``split``).
 
 On resume, ``truncate_after(iteration)`` drops what a crashed run logged after its last
 checkpoint, so nothing is logged twice. One process writes a run folder at a time.
@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from hiper.train.records import dumps_json, to_jsonable, trajectory_from_dict, trajectory_to_dict
+from hiper.runs.records import dumps_json, to_jsonable, trajectory_from_dict, trajectory_to_dict
 from hiper.types import Trajectory
 
 __all__ = [
@@ -216,9 +216,9 @@ def _after(value: Any, key: str, iteration: int) -> bool:
 class JsonlLog:
     """Append-only JSONL file; see the module docstring for the crash guarantees.
 
-    Records are dicts written with :func:`hiper.train.records.dumps_json` (strict JSON; values
+    Records are dicts written with :func:`hiper.runs.records.dumps_json` (strict JSON; values
     that are not JSON-native, e.g. NaN or numpy numbers, are converted by
-    :func:`~hiper.train.records.to_jsonable`). ``repaired_bytes``: what opening dropped.
+    :func:`~hiper.runs.records.to_jsonable`). ``repaired_bytes``: what opening dropped.
     """
 
     def __init__(self, path: str | os.PathLike) -> None:

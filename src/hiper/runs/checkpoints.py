@@ -46,8 +46,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from hiper.train.records import to_jsonable
-from hiper.train.runlog import atomic_write_text, fsync_dir
+from hiper.runs.records import to_jsonable
+from hiper.runs.log import atomic_write_text, fsync_dir
 
 __all__ = [
     "CHECKPOINTS_DIR",
@@ -187,7 +187,7 @@ def save_checkpoint(
     ``policy`` needs a ``save(directory)`` method (:meth:`PolicyModel.save`); its
     ``named_parameters()``, when it has them, name the optimizer's parameters in ``state.json``.
     ``extra``: JSON data resumed with the checkpoint (env seeds, counters, ...), converted by
-    :func:`hiper.train.records.to_jsonable`. The RNG states are captured first, before anything
+    :func:`hiper.runs.records.to_jsonable`. The RNG states are captured first, before anything
     else can draw. Re-saving an existing iteration replaces it.
 
     ``keep``: how many checkpoints to keep (None: all). After the new checkpoint is complete and

@@ -1,0 +1,50 @@
+"""Every seed a run derives, in one place.
+
+A run's random draws all follow from ``seed`` (the config's) and the iteration, so a killed and
+resumed run repeats an uninterrupted one exactly. The constants are arbitrary but fixed: changing
+one changes every run's draws (and the figures measured with them).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "eval_generate_seed",
+    "generate_seed",
+    "rollout_seed",
+    "screening_seed",
+    "shuffle_seed",
+    "task_seed_base",
+]
+
+
+def task_seed_base(seed: int) -> int:
+    """The run's first training-task seed: its training tasks are ``base + 0, 1, 2, ...``
+    (runs of different seeds play disjoint tasks)."""
+    return seed * 1_000_000
+
+
+def rollout_seed(seed: int, iteration: int) -> int:
+    """The sampling seed of iteration ``iteration``'s rollout (0: the episodes the SFT policy
+    plays for value pre-training)."""
+    return seed * 7919 + iteration
+
+
+def screening_seed(seed: int, wave: int) -> int:
+    """The sampling seed of the pool screening's ``wave``-th rollout (apart from iterations')."""
+    return seed * 7919 + 50_000 + wave
+
+
+def generate_seed(rollout: int, call: int) -> int:
+    """The seed of the ``call``-th generate call of the rollout seeded ``rollout``."""
+    return rollout * 100_003 + call
+
+
+def eval_generate_seed(call: int) -> int:
+    """The seed of an evaluation's ``call``-th generate call (every evaluation samples alike)."""
+    return 10_000 + call
+
+
+def shuffle_seed(seed: int, iteration: int) -> int:
+    """The row shuffle of iteration ``iteration``'s PPO update (``ppo.seed``); the extra
+    value-only epochs after it (``ppo.critic_epochs``) shuffle with ``iteration + 7_777``."""
+    return seed * 1_000_003 + iteration
