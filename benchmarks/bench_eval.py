@@ -86,7 +86,8 @@ def main() -> None:
     tmp = None
     model = a.model
     if model is None:
-        from hiper.models.tiny import build_tiny_model, household_corpus
+        from hiper.demos import household_corpus
+        from hiper.models.tiny import build_tiny_model
 
         tmp = Path(tempfile.mkdtemp(prefix="bench_eval-"))
         model = str(build_tiny_model(tmp, household_corpus(n_episodes=30, seed=0), seed=0))

@@ -24,10 +24,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from hiper.demos import expert_transcripts
 from hiper.envs import make_env
 from hiper.envs.base import ExpertTurn
-from hiper.envs.household.expert import expert_demo
 from hiper.protocol import parse
+from hiper.rollout import Task
 from hiper.runs.log import MetricsLogger, TrajectoryLog
 from hiper.types import Trajectory, Turn
 from hiper.viz import build_report
@@ -36,26 +37,30 @@ CHROMIUM = "/usr/bin/chromium"
 
 
 def _episodes(n_tasks: int, seed: int) -> list[Trajectory]:
-    """Real household episodes: noisy expert ones (won) and random-agent ones (mostly lost)."""
+    """Real household episodes: noisy expert ones (mostly won) and random-agent ones (mostly lost)."""
     env = make_env("household", max_steps=20)
     rng = random.Random(seed)
+    expert_tasks = [Task(task_id=env.task_id_for_seed(k)) for k in range(n_tasks) if k % 3]
+    demos = iter(
+        expert_transcripts("household", expert_tasks, noise=0.2, rng=rng, options={"max_steps": 20})
+    )
     out = []
     for k in range(n_tasks):
         tid = env.task_id_for_seed(k)
         if k % 3:
-            demo = expert_demo(env, tid, noise=0.2, rng=rng)
+            demo = next(demos)
             turns = []
-            for s in demo.steps:
-                text = s.turn.text()
+            for t in demo.turns:  # what a policy writing the executed action would have written
+                text = ExpertTurn(parse(t.target).switch, t.subgoal, t.executed).text()
                 turns.append(
                     Turn(
-                        observation=s.observation,
+                        observation=t.observation,
                         response_text=text,
                         decision=parse(text),
-                        reward=s.reward,
-                        terminated=s.terminated,
-                        truncated=s.truncated,
-                        subgoal=s.turn.subgoal,
+                        reward=t.reward,
+                        terminated=t.terminated,
+                        truncated=t.truncated,
+                        subgoal=t.subgoal,
                     )
                 )
             info = {"task": demo.task, "final_observation": demo.final_observation}

@@ -200,7 +200,8 @@ def shared_sft(
     (the quickstart's SFT recipe: noise 0.2, one epoch, batch 16, lr 5e-3, 30 warm-up steps).
     Made once per study folder: ``sft.json`` (written last) marks a finished checkpoint, which
     is reused. Returns the checkpoint folder and the seconds its training took."""
-    from hiper.models.tiny import build_tiny_model, household_corpus
+    from hiper.demos import household_corpus
+    from hiper.models.tiny import build_tiny_model
 
     sft_dir, done = out / "sft_model", out / "sft.json"
     if done.is_file():

@@ -58,7 +58,8 @@ def smollm2() -> Path:
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny Qwen2 causal LM + byte-level BPE tokenizer (vocab ~1024, hidden 64, 2 layers) fitted
     to household expert demos, built once per test session with ``save_pretrained``."""
-    from hiper.models.tiny import build_tiny_model, household_corpus
+    from hiper.demos import household_corpus
+    from hiper.models.tiny import build_tiny_model
 
     out = tmp_path_factory.mktemp("tiny_model")
     corpus = household_corpus(n_episodes=60, seed=0)

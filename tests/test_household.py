@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from hiper.cli import app
 from hiper.envs import TextEnv, load_manifest, make_env
-from hiper.envs.household import TASK_TYPES, HouseholdOptions, expert_demo, make_scenario
+from hiper.envs.household import TASK_TYPES, HouseholdOptions, make_scenario
 from hiper.envs.household.engine import NOTHING, World
 from hiper.envs.household.manifest import (
     MANIFESTS,
@@ -155,36 +155,6 @@ def test_expert_phases_read_naturally():
     assert phases[1] == f"clean the {obj} with sinkbasin 1"
     assert phases[2].startswith(f"put the {obj} ")
     assert len(phases) == 3
-
-
-def test_noisy_demos_still_win():
-    env = make_env("household")
-    noisy_turns = 0
-    for seed in range(150):
-        demo = expert_demo(env, env.task_id_for_seed(seed), noise=0.3, rng=seed)
-        assert demo.won and demo.steps[-1].terminated
-        noisy_turns += sum(not step.expert for step in demo.steps)
-        for step in demo.steps:
-            assert step.turn.action in step.admissible
-            assert parse(step.turn.text()).valid
-    assert noisy_turns > 100
-    for seed in range(10):  # every turn tries a random action
-        assert expert_demo(env, env.task_id_for_seed(seed), noise=1.0, rng=seed).won
-    chain = make_env("household", chain_depth=4)
-    for seed in range(20):
-        assert expert_demo(chain, chain.task_id_for_seed(seed), noise=0.3, rng=seed).won
-    with pytest.raises(ValueError, match="noise"):
-        expert_demo(env, env.task_id_for_seed(0), noise=1.5)
-
-
-def test_demo_is_reproducible():
-    env = make_env("household")
-    tid = "household/train/pick_two_obj_and_place/9"
-    a = expert_demo(env, tid, noise=0.4, rng=7)
-    b = expert_demo(env, tid, noise=0.4, rng=7)
-    assert [(s.observation, s.turn, s.expert) for s in a.steps] == [
-        (s.observation, s.turn, s.expert) for s in b.steps
-    ]
 
 
 # ---------------------------------------------------------------------------------------------

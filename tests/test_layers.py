@@ -17,7 +17,10 @@ FORBIDDEN = {
     "runs": {"rollout", "eval", "train", "viz", "cli"},
     "eval": {"train", "viz", "cli"},
     "viz": {"train", "eval", "cli"},
-    "rollout": {"runs", "eval", "train", "viz", "cli"},
+    "rollout": {"demos", "runs", "eval", "train", "viz", "cli"},
+    "demos": {"runs", "eval", "train", "viz", "cli"},
+    # models stand alone: a model folder is built and loaded without any other hiper code
+    "models": {p.stem for p in SRC.iterdir() if p.stem.isidentifier()} - {"models", "__init__"},
 }
 
 

@@ -41,10 +41,11 @@ import numpy as np
 import pytest
 import torch
 
+from hiper.demos import household_corpus
 from hiper.envs import make_env
 from hiper.envs.base import ExpertTurn
 from hiper.models.policy import load_policy
-from hiper.models.tiny import build_tiny_model, household_corpus
+from hiper.models.tiny import build_tiny_model
 from hiper.protocol import PromptContext, build_prompt
 from hiper.runs.log import read_jsonl
 from hiper.train.config import SFTConfig, load_train_config

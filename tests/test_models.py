@@ -10,6 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+from hiper.demos import household_corpus  # noqa: E402
 from hiper.models.policy import (  # noqa: E402
     POLICY_FILE,
     ForwardOut,
@@ -18,7 +19,7 @@ from hiper.models.policy import (  # noqa: E402
     load_policy,
     token_logprobs,
 )
-from hiper.models.tiny import build_tiny_model, household_corpus  # noqa: E402
+from hiper.models.tiny import build_tiny_model  # noqa: E402
 
 LORA = LoraSettings(r=4, alpha=8.0, dropout=0.0)
 
@@ -79,21 +80,6 @@ def train_step(policy: PolicyModel, ids, mask, lr: float = 1e-2) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # tiny model and corpus
-
-
-def test_household_corpus_covers_types_chains_and_framing():
-    texts = household_corpus(n_episodes=12, seed=3)
-    assert texts == household_corpus(n_episodes=12, seed=3)
-    assert texts != household_corpus(n_episodes=12, seed=4)
-    joined = "".join(texts)
-    for t in texts:
-        assert t.startswith("<|im_start|>user\n")
-        assert "<|im_end|>\n<|im_start|>assistant\n<switch>" in t
-        assert t.endswith("</action><|im_end|>\n")
-    assert "You have completed part" in joined  # chains were played
-    for word in ("clean", "heat", "cool", "desklamp"):
-        assert word in joined
-    assert household_corpus(n_episodes=0) == []
 
 
 def test_build_tiny_model_is_deterministic(tmp_path: Path):

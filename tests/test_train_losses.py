@@ -210,7 +210,8 @@ def test_ppo_config_is_validated():
 
 @pytest.fixture(scope="module")
 def tiny_path(tmp_path_factory):
-    from hiper.models.tiny import build_tiny_model, household_corpus
+    from hiper.demos import household_corpus
+    from hiper.models.tiny import build_tiny_model
 
     return build_tiny_model(
         tmp_path_factory.mktemp("tiny"),
@@ -514,7 +515,7 @@ def test_expert_examples_in_the_flat_react_format(tiny_path):
         assert (d_flat.think, d_flat.action) == (d_pe.subgoal, d_pe.action)
         assert b.response == f"<think>{d_pe.subgoal}</think>\n<action>{d_pe.action}</action>"
         assert "Current subgoal" not in b.prompt and "<switch>" not in b.response
-    with pytest.raises(ValueError, match="unknown format"):
+    with pytest.raises(ValueError, match="format must be 'plan_execute' or 'react', got 'flat'"):
         expert_examples("household", 1, 0.0, 0, tok, format="flat")
 
 

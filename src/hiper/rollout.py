@@ -48,14 +48,50 @@ class RolloutConfig:
 
 
 @dataclass
+class AgentView:
+    """What an agent has seen of its episode: the inputs of its next prompt besides the current
+    observation. The rollout and the expert demonstrations (:mod:`hiper.demos`) keep their
+    episodes in this one record, so a demonstration's prompts are exactly the agent's."""
+
+    task: str
+    history: list[tuple[str, str]] = field(default_factory=list)  # (observation, executed action)
+    subgoal: str | None = None  # the subgoal in force, written on the previous turn
+
+    def prompt(self, observation: str, admissible, family: str, cfg: RolloutConfig) -> str:
+        """The user message of the next turn, in ``cfg``'s format."""
+        ctx = PromptContext(
+            task=self.task,
+            observation=observation,
+            history=self.history,
+            step=len(self.history),
+            subgoal=self.subgoal,
+            admissible=admissible,
+        )
+        return build_prompt(
+            ctx,
+            family=family,
+            format=cfg.format,
+            history_len=cfg.history_len,
+            instructions=cfg.instructions,
+        )
+
+    def advance(self, observation: str, executed: str, subgoal: str | None) -> None:
+        """One turn taken: ``observation`` was answered with ``executed``; ``subgoal`` now holds."""
+        self.history.append((observation, executed))
+        self.subgoal = subgoal
+
+
+@dataclass
 class _Episode:
     task: Task
     step: EnvStep
+    view: AgentView
     turns: list[Turn] = field(default_factory=list)
-    history: list[tuple[str, str]] = field(default_factory=list)
-    subgoal: str | None = None
     done: bool = False
     final_prompt_ids: list[int] | None = None  # the state after a time-limit cut (bootstrap)
+
+    def prompt(self, family: str, cfg: RolloutConfig) -> str:
+        return self.view.prompt(self.step.observation, self.step.admissible, family, cfg)
 
 
 def rollout(
@@ -85,12 +121,15 @@ def _play_wave(pool, generate, prompt_ids, wave: list[Task], family: str, cfg: R
     if all(t is None for t in task_ids):
         task_ids = None
     first = pool.reset(task_ids=task_ids, seeds=seeds)  # spare slots of a short wave idle
-    eps = [_Episode(task=t, step=first[i]) for i, t in enumerate(wave)]
+    eps = [
+        _Episode(task=t, step=first[i], view=AgentView(str(first[i].info.get("task", ""))))
+        for i, t in enumerate(wave)
+    ]
     while True:
         live = [i for i, e in enumerate(eps) if not e.done]
         if not live:
             break
-        texts = [_prompt(eps[i], family, cfg) for i in live]
+        texts = [eps[i].prompt(family, cfg) for i in live]
         ids = [prompt_ids(t) for t in texts]
         gens = generate(ids)
         actions: list[str | None] = [None] * pool.n
@@ -103,8 +142,7 @@ def _play_wave(pool, generate, prompt_ids, wave: list[Task], family: str, cfg: R
         for k, i in enumerate(live):
             e, g, d, res = eps[i], gens[k], decisions[i], results[i]
             t = len(e.turns)
-            if cfg.format == "plan_execute":
-                e.subgoal = next_subgoal(e.subgoal, d, t)
+            subgoal = next_subgoal(e.view.subgoal, d, t) if cfg.format == "plan_execute" else None
             cut = not res.done and t + 1 >= cfg.max_turns
             info = dict(res.info)
             if cut:
@@ -120,12 +158,12 @@ def _play_wave(pool, generate, prompt_ids, wave: list[Task], family: str, cfg: R
                     prompt_ids=np.asarray(ids[k], np.int64),
                     response_ids=np.asarray(g.ids, np.int64),
                     logprobs=np.asarray(g.logprobs, np.float32),
-                    subgoal=e.subgoal,
+                    subgoal=subgoal,
                     admissible=tuple(e.step.admissible),
                     info=info,
                 )
             )
-            e.history.append((e.step.observation, actions[i] or ""))
+            e.view.advance(e.step.observation, actions[i] or "", subgoal)
             e.step = res
             e.done = res.done or cut
             if (
@@ -133,26 +171,8 @@ def _play_wave(pool, generate, prompt_ids, wave: list[Task], family: str, cfg: R
                 and not res.terminated
                 and info.get("truncation") in ("time_limit", "max_turns")
             ):
-                e.final_prompt_ids = list(prompt_ids(_prompt(e, family, cfg)))
+                e.final_prompt_ids = list(prompt_ids(e.prompt(family, cfg)))
     return [_trajectory(e, first[i]) for i, e in enumerate(eps)]
-
-
-def _prompt(e: _Episode, family: str, cfg: RolloutConfig) -> str:
-    ctx = PromptContext(
-        task=str(e.step.info.get("task", "")),
-        observation=e.step.observation,
-        history=e.history,
-        step=len(e.turns),
-        subgoal=e.subgoal,
-        admissible=e.step.admissible,
-    )
-    return build_prompt(
-        ctx,
-        family=family,
-        format=cfg.format,
-        history_len=cfg.history_len,
-        instructions=cfg.instructions,
-    )
 
 
 def _trajectory(e: _Episode, first: EnvStep) -> Trajectory:

@@ -6,80 +6,20 @@ randomly initialised ``Qwen2ForCausalLM`` and writes both with ``save_pretrained
 loads with the ordinary ``AutoModelForCausalLM.from_pretrained`` / ``AutoTokenizer.from_pretrained``
 exactly like a hub checkpoint, so everything downstream runs the real hub code path.
 
-:func:`household_corpus` renders expert Plan–Execute demonstrations of the built-in ``household``
-environment (all six task types and chains of 1..6 subtasks) into ChatML conversations (the prompt
-of every turn from :func:`hiper.protocol.build_prompt` and the expert's response), which is what a
-tokenizer for this domain should fit.
+The corpus is the caller's: training fits it to :func:`hiper.demos.household_corpus` (expert
+demonstrations rendered as ChatML conversations), which is what a tokenizer for this domain should
+fit. This package imports nothing else of hiper.
 
->>> from hiper.models.tiny import build_tiny_model, household_corpus
+>>> from hiper.demos import household_corpus
 >>> path = build_tiny_model("/tmp/tiny", household_corpus())  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["build_tiny_model", "chatml_turn", "household_corpus"]
-
-IM_START = "<|im_start|>"
-IM_END = "<|im_end|>"
-
-
-def chatml_turn(user_text: str, response: str | None = None) -> str:
-    """``user_text`` (and ``response``) framed exactly as the ChatML template renders them."""
-    text = f"{IM_START}user\n{user_text}{IM_END}\n{IM_START}assistant\n"
-    if response is not None:
-        text += f"{response}{IM_END}\n"
-    return text
-
-
-def household_corpus(
-    n_episodes: int = 200, seed: int = 0, *, history_len: int = 2, noise: float = 0.1
-) -> list[str]:
-    """One ChatML text per turn of ``n_episodes`` household expert demonstrations.
-
-    Episodes cycle through the six task types and ``chain1`` .. ``chain6`` on the ``train`` split;
-    task seeds are drawn from ``random.Random(seed)``. With probability ``noise`` a turn takes a
-    random admissible action (the expert recovers; see :func:`~hiper.envs.household.expert_demo`),
-    so the corpus also shows off-plan actions and observations. Each text is the Plan–Execute
-    prompt (:func:`hiper.protocol.build_prompt`, ``family="household"``) wrapped in the
-    ``<|im_start|>user\\n…<|im_end|>`` framing, followed by the expert response
-    (``<switch>…</switch>\\n<subgoal>…</subgoal>\\n<action>…</action>``) and ``<|im_end|>``.
-    Deterministic for the same arguments.
-    """
-    from hiper.envs import make_env
-    from hiper.envs.household import MAX_CHAIN_DEPTH, TASK_TYPES, expert_demo
-    from hiper.envs.household.tasks import task_id
-    from hiper.protocol import PromptContext, build_prompt
-
-    if isinstance(n_episodes, bool) or not isinstance(n_episodes, int) or n_episodes < 0:
-        raise ValueError(f"n_episodes must be a non-negative integer, got {n_episodes!r}")
-    kinds = [*TASK_TYPES, *(f"chain{k}" for k in range(1, MAX_CHAIN_DEPTH + 1))]
-    rng = random.Random(seed)
-    env = make_env("household")
-    texts: list[str] = []
-    for i in range(n_episodes):
-        tid = task_id("train", kinds[i % len(kinds)], rng.randrange(1_000_000))
-        demo = expert_demo(env, tid, noise=noise, rng=rng.randrange(2**31))
-        history: list[tuple[str, str]] = []
-        subgoal: str | None = None
-        for t, step in enumerate(demo.steps):
-            ctx = PromptContext(
-                task=demo.task,
-                observation=step.observation,
-                history=history,
-                step=t,
-                subgoal=subgoal,
-                admissible=step.admissible,
-            )
-            prompt = build_prompt(ctx, "household", "plan_execute", history_len=history_len)
-            texts.append(chatml_turn(prompt, step.turn.text()))
-            history.append((step.observation, step.turn.action))
-            subgoal = step.turn.subgoal
-    env.close()
-    return texts
+__all__ = ["build_tiny_model"]
 
 
 def build_tiny_model(

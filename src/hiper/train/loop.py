@@ -126,7 +126,8 @@ def build_base_model(cfg: TrainConfig, run_dir: Path) -> Path:
     out = run_dir / "base_model"
     if (out / "config.json").is_file():
         return out
-    from hiper.models.tiny import build_tiny_model, household_corpus
+    from hiper.demos import household_corpus
+    from hiper.models.tiny import build_tiny_model
 
     t = cfg.model.tiny
     corpus = household_corpus(n_episodes=t.corpus_episodes, seed=cfg.seed)

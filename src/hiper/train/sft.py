@@ -1,9 +1,9 @@
 """Supervised warm-up on expert Plan–Execute demonstrations.
 
-:func:`expert_examples` rolls out an environment's expert (any env with ``expert_turn()``:
-``household``, ``alfworld``) and turns each step into an :class:`SFTExample` whose prompt is exactly
-what the agent would see at rollout time (:func:`hiper.protocol.build_prompt` + the tokenizer's chat
-template) and whose response is the expert's turn text followed by EOS. :func:`sft_update` takes
+:func:`expert_examples` tokenizes an environment's expert transcripts (:mod:`hiper.demos`; any env
+with ``expert_turn()``) into :class:`SFTExample` rows whose prompt is exactly what the agent would
+see at rollout time (the rollout's own prompt + the tokenizer's chat template) and whose response
+is the expert's turn text followed by EOS. :func:`sft_update` takes
 one optimiser step on the mean negative log-likelihood of the response tokens (prompt tokens are
 masked out).
 """
@@ -13,14 +13,13 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from hiper.protocol import PromptContext, build_prompt
 from hiper.train.batch import (
     build_sequence_batch,
     first_response_column,
@@ -190,95 +189,36 @@ def expert_examples(
     format: str = "plan_execute",
 ) -> list[SFTExample]:
     """Demonstrations from ``n_episodes`` expert episodes of ``env_name`` (episode i plays
-    ``reset(seed=seed + i)``; ``options`` are the environment's options).
+    ``reset(seed=seed + i)``; ``options`` are the environment's options), made by
+    :func:`hiper.demos.expert_transcripts` with its noise model at rate ``noise`` (random source
+    ``random.Random(seed)``).
 
-    Every step yields one example: the prompt the agent would see (task, step count, the last
-    ``history_len`` (observation, executed action) pairs, the observation, the subgoal in force,
-    the admissible actions) and, as target, the expert's turn in that state plus EOS, in the
-    prompt ``format``: Plan–Execute blocks, or for the flat ``react`` baselines the expert's subgoal
-    as the thought and its action (``<think>subgoal</think><action>action</action>``; the prompt
-    then carries no subgoal either).
-
-    Noise: with probability ``noise`` the action *executed* at a step is not the expert's: half of
-    the time it repeats the previous executed action (a policy's commonest mistake; in the
-    household and ALFWorld it is usually a no-op answered "Nothing happens."), otherwise it is a
-    uniformly random admissible action. The example of that step still targets the
-    expert's turn, so the model is never taught a random action; the episode then continues from
-    the perturbed state, where the expert's next turns show how to recover. The subgoal the next
-    prompt shows is the one the agent holds, i.e. the expert's subgoal of the previous turn (the
-    turn that was written). History shows the action actually executed. An expert that cannot go
-    on from a perturbed state (``expert_turn`` raises, e.g. an exhausted ALFWorld walkthrough)
-    ends that episode early.
+    Every turn yields one example: the prompt the agent would see there (chat template applied)
+    and, as target, the expert's turn plus EOS, in the prompt ``format`` (Plan–Execute blocks, or
+    ``<think>subgoal</think><action>action</action>`` for the flat ``react`` baselines). Each
+    example knows how many turns its episode had left and whether the episode was won.
     """
-    from hiper.envs import make_env
+    from hiper.demos import expert_transcripts
+    from hiper.rollout import RolloutConfig, Task
 
-    if not isinstance(noise, int | float) or not 0.0 <= noise <= 1.0:
-        raise ValueError(f"noise must be a probability in [0, 1], got {noise!r}")
     if isinstance(n_episodes, bool) or not isinstance(n_episodes, int) or n_episodes < 0:
         raise ValueError(f"n_episodes must be a non-negative integer, got {n_episodes!r}")
-    env = make_env(env_name, **dict(options or {}))
-    if not hasattr(env, "expert_turn"):
-        raise ValueError(f"environment {env_name!r} has no expert (expert_turn)")
-    eos = tokenizer.eos_token_id
-    rng = random.Random(seed)
+    cfg = RolloutConfig(history_len=history_len, format=format, instructions=instructions)
+    tasks = [Task(seed=seed + episode) for episode in range(n_episodes)]
+    demos = expert_transcripts(env_name, tasks, noise=noise, rng=seed, cfg=cfg, options=options)
+    eos = [] if tokenizer.eos_token_id is None else [int(tokenizer.eos_token_id)]
     out: list[SFTExample] = []
-    try:
-        for episode in range(n_episodes):
-            first = len(out)
-            res = env.reset(seed=seed + episode)
-            task = res.info["task"]
-            history: list[tuple[str, str]] = []
-            subgoal: str | None = None
-            step = 0
-            while not res.done:
-                try:
-                    turn = env.expert_turn()
-                except RuntimeError:
-                    break
-                prompt = build_prompt(
-                    PromptContext(
-                        task=task,
-                        observation=res.observation,
-                        history=history,
-                        step=step,
-                        subgoal=subgoal,
-                        admissible=res.admissible,
-                    ),
-                    family=env.family,
-                    format=format,
-                    history_len=history_len,
-                    instructions=instructions,
+    for demo in demos:
+        for k, turn in enumerate(demo.turns):
+            response = list(tokenizer.encode(turn.target, add_special_tokens=False)) + eos
+            out.append(
+                SFTExample(
+                    chat_prompt_ids(tokenizer, turn.prompt),
+                    np.asarray(response, dtype=np.int64),
+                    turn.prompt,
+                    turn.target,
+                    turns_left=len(demo.turns) - 1 - k,
+                    won=demo.won,
                 )
-                text = turn.text(format)
-                resp = list(tokenizer.encode(text, add_special_tokens=False))
-                if eos is not None:
-                    resp.append(int(eos))
-                out.append(
-                    SFTExample(
-                        chat_prompt_ids(tokenizer, prompt),
-                        np.asarray(resp, dtype=np.int64),
-                        prompt,
-                        text,
-                    )
-                )
-                action = turn.action
-                if noise and rng.random() < noise:
-                    action = _noise_action(rng, res.admissible, history)
-                history.append((res.observation, action))
-                subgoal = turn.subgoal
-                res = env.step(action)
-                step += 1
-            won = bool(res.info.get("won", False))
-            n = len(out) - first
-            for k in range(first, len(out)):
-                out[k] = replace(out[k], turns_left=n - 1 - (k - first), won=won)
-    finally:
-        env.close()
+            )
     return out
-
-
-def _noise_action(rng: random.Random, admissible: Sequence[str], history: list[tuple[str, str]]):
-    """A perturbed action: repeat the last executed action, or a random admissible one."""
-    if history and (not admissible or rng.random() < 0.5):
-        return history[-1][1]
-    return rng.choice(admissible) if admissible else ""

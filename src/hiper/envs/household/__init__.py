@@ -19,19 +19,16 @@ object types that training never shows).
 
 from hiper.envs.base import register_env
 from hiper.envs.household.env import HouseholdEnv, HouseholdOptions
-from hiper.envs.household.expert import Demo, DemoStep, decide, expert_demo
+from hiper.envs.household.expert import decide
 from hiper.envs.household.tasks import MAX_CHAIN_DEPTH, SPLITS, TASK_TYPES, make_scenario
 
 __all__ = [
     "MAX_CHAIN_DEPTH",
     "SPLITS",
     "TASK_TYPES",
-    "Demo",
-    "DemoStep",
     "HouseholdEnv",
     "HouseholdOptions",
     "decide",
-    "expert_demo",
     "make_scenario",
 ]
 

@@ -22,20 +22,13 @@ episode. KEEP/SWITCH is derived from whether the phase subgoal changed (see
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-from hiper.envs.base import ExpertTurn
 from hiper.envs.household.engine import World
 from hiper.envs.household.tasks import APPLIANCE, COOL, HEAT, LOOK, TWO, VERB, Subtask
 from hiper.envs.household.world import LAMP_SURFACES, OBJECTS, RECEPTACLES, natkey
 
-if TYPE_CHECKING:
-    from hiper.envs.household.env import HouseholdEnv
-
-__all__ = ["Demo", "DemoStep", "decide", "expert_demo"]
+__all__ = ["decide"]
 
 
 def decide(w: World) -> tuple[str, str]:
@@ -154,82 +147,3 @@ def _put_down(w: World, held: str) -> tuple[str, str]:
         return subgoal, f"move {held} to {w.at}"
     surface = min((r for r in w.layout.receptacles if r not in w.layout.openable), key=natkey)
     return subgoal, f"go to {surface}"
-
-
-# ---------------------------------------------------------------------------------------------
-# Whole demonstrations
-
-
-@dataclass(slots=True)
-class DemoStep:
-    """One turn of a demonstration: what the agent saw, the turn it wrote, what happened."""
-
-    observation: str
-    admissible: tuple[str, ...]
-    turn: ExpertTurn
-    expert: bool  # False: a noise turn (random admissible action under the expert's subgoal)
-    reward: float = 0.0
-    terminated: bool = False
-    truncated: bool = False
-
-
-@dataclass(slots=True)
-class Demo:
-    task_id: str
-    task: str
-    task_type: str
-    steps: list[DemoStep] = field(default_factory=list)
-    won: bool = False
-    final_observation: str = ""
-
-    def __len__(self) -> int:
-        return len(self.steps)
-
-
-def expert_demo(
-    env: HouseholdEnv,
-    task_id: str,
-    noise: float = 0.0,
-    rng: random.Random | int | None = None,
-) -> Demo:
-    """Play task ``task_id`` with the expert on ``env`` (which is reset) and record every turn.
-
-    With probability ``noise`` a turn executes a random admissible action instead of the expert's
-    (under the expert's switch and subgoal; ``DemoStep.expert`` is False) and the expert recovers
-    from whatever state results. A noisy action is only taken when the expert can still win from
-    the resulting state within the step limit (checked on a copy of the episode), so a demo with
-    noise always wins.
-    """
-    if not isinstance(noise, int | float) or not 0.0 <= noise <= 1.0:
-        raise ValueError(f"noise must be a probability in [0, 1], got {noise!r}")
-    if not isinstance(rng, random.Random):
-        rng = random.Random(rng)
-    result = env.reset(task_id=task_id)
-    demo = Demo(result.info["task_id"], result.info["task"], result.info["task_type"])
-    while not result.done:
-        turn = env.expert_turn()
-        expert = True
-        if noise and rng.random() < noise:
-            action = rng.choice(result.admissible)
-            if action != turn.action and _still_wins(env, action):
-                turn = ExpertTurn(turn.switch, turn.subgoal, action)
-                expert = False
-        step = DemoStep(result.observation, result.admissible, turn, expert)
-        result = env.step(turn.action)
-        step.reward, step.terminated, step.truncated = (
-            result.reward,
-            result.terminated,
-            result.truncated,
-        )
-        demo.steps.append(step)
-    demo.won = bool(result.info["won"])
-    demo.final_observation = result.observation
-    return demo
-
-
-def _still_wins(env: HouseholdEnv, action: str) -> bool:
-    trial = env.clone()
-    result = trial.step(action)
-    while not result.done:
-        result = trial.step(trial.expert_turn().action)
-    return bool(result.info["won"])
