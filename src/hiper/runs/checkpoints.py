@@ -9,14 +9,18 @@ Layout::
             optimizer.pt       # optimizer.state_dict()
             scheduler.pt       # scheduler.state_dict() (only when a scheduler was saved)
             rng.pt             # python `random`, numpy global, torch CPU (and CUDA) RNG states
-            state.json         # format_version, iteration, extra, file names, optimizer groups
+            state.json         # format_version, iteration, extra, file names and sizes,
+                               # optimizer groups
 
 :func:`save_checkpoint` builds the whole folder under a hidden temporary name (``.tmp-*``), fsyncs
 every file, renames it into place, and only then rewrites ``latest`` atomically; older
 checkpoints are deleted after that. A crash at any point leaves the previous checkpoint and
 ``latest`` intact, and a half-built folder is never named ``iter_*`` (leftovers are hidden and
 removed by the next successful save). :func:`load_checkpoint` follows ``latest`` (or, when it
-is missing or dangling, takes the newest complete ``iter_*`` folder).
+is missing or dangling, takes the newest complete ``iter_*`` folder). ``state.json`` records the
+size of every file, so a checkpoint damaged after the fact (a truncated ``model.safetensors``) is
+refused when it is read; with ``fallback=True`` the newest intact checkpoint is taken instead and
+the refused ones are named in :attr:`Checkpoint.skipped`.
 
 Resuming: load the policy from :attr:`Checkpoint.policy_dir`, build the optimizer (and
 scheduler) over it exactly as at the start of the run (same parameter order), then
@@ -46,8 +50,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from hiper.runs.records import to_jsonable
+from hiper.runs.faults import crash_point
 from hiper.runs.log import atomic_write_text, fsync_dir
+from hiper.runs.records import to_jsonable
 
 __all__ = [
     "CHECKPOINTS_DIR",
@@ -59,6 +64,7 @@ __all__ = [
     "checkpoint_name",
     "list_checkpoints",
     "load_checkpoint",
+    "remove_leftovers",
     "restore_rng_state",
     "restore_state",
     "save_checkpoint",
@@ -94,6 +100,7 @@ class Checkpoint:
     iteration: int
     extra: dict[str, Any]
     state: dict[str, Any]  # the whole state.json
+    skipped: tuple[str, ...] = ()  # newer checkpoints refused on the way here, with the reason
 
     @property
     def policy_dir(self) -> Path:
@@ -227,9 +234,11 @@ def save_checkpoint(
             },
             "optimizer": _optimizer_layout(optimizer, policy),
             "scheduler": {"class": type(scheduler).__name__} if scheduler is not None else None,
+            "sizes": _file_sizes(tmp),  # what a reader checks to refuse a damaged copy
         }
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
         _fsync_tree(tmp)
+        crash_point("checkpoint")
         _move_into_place(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -240,6 +249,14 @@ def save_checkpoint(
         _prune(root, iteration, keep)
     _remove_leftovers(root)
     return final
+
+
+def _file_sizes(folder: Path) -> dict[str, int]:
+    return {
+        str(q.relative_to(folder)): q.stat().st_size
+        for q in sorted(folder.rglob("*"))
+        if q.is_file() and q.name != STATE_FILE
+    }
 
 
 def _torch_save(obj: Any, path: Path) -> None:
@@ -311,6 +328,14 @@ def _prune(root: Path, current: int, keep: int) -> None:
         _remove(p)
 
 
+def remove_leftovers(run_dir: str | os.PathLike) -> None:
+    """Delete what an interrupted save left in ``run_dir``'s checkpoints folder (hidden
+    temporary folders and files); complete checkpoints are untouched."""
+    root = Path(run_dir) / CHECKPOINTS_DIR
+    if root.is_dir():
+        _remove_leftovers(root)
+
+
 def _remove_leftovers(root: Path) -> None:
     for p in root.iterdir():
         if p.name.startswith(_LEFTOVER_PREFIXES):
@@ -347,13 +372,17 @@ def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
     return [p for _, p in _complete_checkpoints(_checkpoints_root(Path(run_dir)))]
 
 
-def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+def load_checkpoint(path: str | os.PathLike, *, fallback: bool = False) -> Checkpoint:
     """Read a checkpoint: ``path`` is a run folder (its latest checkpoint), its ``checkpoints``
     folder, or one ``iter_*`` checkpoint folder.
 
     Raises FileNotFoundError when there is no checkpoint there, :class:`CheckpointError` when the
-    checkpoint is corrupt or incomplete.
+    checkpoint is corrupt or incomplete. With ``fallback`` (a run or checkpoints folder only), a
+    corrupt or incomplete latest checkpoint is passed over for the newest one that reads
+    cleanly; the returned checkpoint's ``skipped`` names each one passed over and why.
     """
+    if fallback:
+        return _load_newest_intact(Path(path))
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"no checkpoint found: {str(p)!r} does not exist")
@@ -386,6 +415,27 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
             f"or a checkpoint folder with {STATE_FILE}"
         )
     return _read_checkpoint(found[-1][1])
+
+
+def _load_newest_intact(p: Path) -> Checkpoint:
+    root = _checkpoints_root(p)
+    candidates = [folder for _, folder in reversed(_complete_checkpoints(root))]
+    if not candidates:
+        return load_checkpoint(p)  # the plain errors: nothing there, or not a run folder
+    try:  # the one ``latest`` names first (normally the newest anyway)
+        named = root / (root / LATEST_FILE).read_text(encoding="utf-8").strip()
+        candidates.sort(key=lambda folder: folder != named)
+    except (OSError, UnicodeDecodeError):
+        pass
+    skipped: list[str] = []
+    for folder in candidates:
+        try:
+            ckpt = _read_checkpoint(folder)
+        except CheckpointError as e:
+            skipped.append(str(e))
+            continue
+        return Checkpoint(ckpt.path, ckpt.iteration, ckpt.extra, ckpt.state, tuple(skipped))
+    raise CheckpointError(f"no intact checkpoint in {str(p)!r}: " + "; ".join(skipped))
 
 
 def _read_checkpoint(folder: Path) -> Checkpoint:
@@ -429,6 +479,15 @@ def _read_checkpoint(folder: Path) -> Checkpoint:
     ]
     if missing:
         raise CheckpointError(f"checkpoint {folder} is incomplete: missing {', '.join(missing)}")
+    sizes = state.get("sizes") or {}  # absent in checkpoints written before sizes were recorded
+    for name, size in sizes.items():
+        q = folder / name
+        actual = q.stat().st_size if q.is_file() else None
+        if actual != size:
+            found = "missing" if actual is None else f"{actual} bytes"
+            raise CheckpointError(
+                f"checkpoint {folder} is damaged: {name} is {found}, {size} bytes when written"
+            )
     return ckpt
 
 

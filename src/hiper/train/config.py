@@ -85,6 +85,10 @@ class RolloutSection(RolloutConfig):
     max_new_tokens: int = 64
     temperature: float = 1.0
     top_p: float = 1.0
+    # an episode cut short because its environment worker died (truncation "worker_lost") says
+    # nothing about the policy: it is left out of the update (counted in train/lost_episodes)
+    # unless this is true, when it enters as the truncated episode it is
+    keep_lost_episodes: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()  # max_turns, history_len, format
@@ -127,6 +131,9 @@ class SFTConfig:
     lr: float = 1e-3  # peak; linear warm-up, then cosine decay to lr / 10 at the last step
     warmup_steps: int = 0
     seed: int = 1000  # episode seeds seed .. seed + episodes - 1 (disjoint from RL task seeds)
+    # steps between mid-SFT checkpoints (<run_dir>/sft; `hiper train --resume` continues an
+    # interrupted SFT from the last one); 0: none
+    checkpoint_every: int = 50
     # value pre-training after SFT: steps of regression of every value head on known returns
     # (hiper.train.critic_pretrain); 0 skips it. Its data: the Monte-Carlo returns of
     # critic_episodes episodes the SFT policy plays on the training tasks or, with 0, the
@@ -142,6 +149,8 @@ class SFTConfig:
             raise ValueError("episodes and epochs must be >= 0 and batch_rows >= 1")
         if self.critic_episodes < 0:
             raise ValueError(f"sft.critic_episodes must be >= 0, got {self.critic_episodes}")
+        if self.checkpoint_every < 0:
+            raise ValueError(f"sft.checkpoint_every must be >= 0, got {self.checkpoint_every}")
         if self.critic_steps < 0 or self.critic_lr <= 0:
             raise ValueError(
                 f"sft.critic_steps must be >= 0 and sft.critic_lr > 0, got {self.critic_steps}, "

@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import shutil
+import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -32,8 +33,19 @@ from hiper.models.named import resolve_model_path
 from hiper.models.policy import load_policy
 from hiper.protocol.masks import TokenAligner
 from hiper.rollout import Task, rollout
-from hiper.runs.checkpoints import load_checkpoint, restore_state, save_checkpoint
-from hiper.runs.log import MetricsLogger, TrajectoryLog, atomic_write_text
+from hiper.runs.checkpoints import (
+    Checkpoint,
+    capture_rng_state,
+    list_checkpoints,
+    load_checkpoint,
+    remove_leftovers,
+    restore_rng_state,
+    restore_state,
+    save_checkpoint,
+)
+from hiper.runs.faults import crash_point
+from hiper.runs.lock import RunLock
+from hiper.runs.log import MetricsLogger, TrajectoryLog, atomic_write_text, fsync_dir
 from hiper.train.config import TRAINING_TASKS, TrainConfig
 from hiper.train.critic_pretrain import (
     demonstration_returns,
@@ -52,6 +64,25 @@ Progress = Callable[[str, dict[str, Any]], None]
 POOL_FILE = "pool.json"
 #: Screening gives up after this many candidates per pool task.
 MAX_CANDIDATES_PER_TASK = 8
+#: The stages before iteration 1, each written atomically: the tiny base model, the SFT model (a
+#: plain model folder, plus the SFT metrics and the RNG state at the end of SFT) and the mid-SFT
+#: checkpoints (``<SFT_STATE_DIR>/checkpoints``, removed once the SFT model is written).
+BASE_MODEL_DIR, SFT_MODEL_DIR, SFT_STATE_DIR = "base_model", "sft_model", "sft"
+SFT_METRICS_FILE, SFT_RNG_FILE = "sft.json", "rng.pt"
+#: Everything a run writes; a fresh start into a folder without a checkpoint removes these first.
+RUN_FILES = (
+    BASE_MODEL_DIR,
+    SFT_MODEL_DIR,
+    SFT_STATE_DIR,
+    "checkpoints",
+    "metrics.jsonl",
+    "trajectories.jsonl",
+    "summary.json",
+    "tb",
+    POOL_FILE,
+)
+#: The truncation reasons of episodes the policy did not end: dropped from the update.
+LOST = ("worker_lost",)
 
 
 def env_options(cfg: TrainConfig, split: str) -> dict[str, Any]:
@@ -123,16 +154,17 @@ def build_base_model(cfg: TrainConfig, run_dir: Path) -> Path:
     model built (once) under ``<run_dir>/base_model``."""
     if cfg.model.path is not None:
         return Path(resolve_model_path(cfg.model.path))
-    out = run_dir / "base_model"
-    if (out / "config.json").is_file():
+    out = run_dir / BASE_MODEL_DIR
+    if out.is_dir():  # it only ever appears complete: written aside, then renamed
         return out
     from hiper.demos import household_corpus
     from hiper.models.tiny import build_tiny_model
 
     t = cfg.model.tiny
     corpus = household_corpus(n_episodes=t.corpus_episodes, seed=cfg.seed)
-    return build_tiny_model(
-        out,
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{BASE_MODEL_DIR}-", dir=run_dir))
+    build_tiny_model(
+        tmp,
         corpus,
         vocab_size=t.vocab_size,
         hidden_size=t.hidden_size,
@@ -140,6 +172,18 @@ def build_base_model(cfg: TrainConfig, run_dir: Path) -> Path:
         num_heads=t.num_heads,
         seed=cfg.seed,
     )
+    crash_point("base_model")
+    os.replace(tmp, out)
+    fsync_dir(run_dir)
+    return out
+
+
+def drop_lost(trajs: list[Trajectory], keep: bool = False) -> tuple[list[Trajectory], int]:
+    """The episodes an update may learn from, and how many were cut short by a lost environment
+    worker (:data:`LOST`): those say nothing about the policy and are left out unless ``keep``."""
+    lost = [bool(t.turns) and t.turns[-1].info.get("truncation") in LOST for t in trajs]
+    kept = trajs if keep else [t for t, gone in zip(trajs, lost, strict=True) if not gone]
+    return kept, sum(lost)
 
 
 def peak_memory_gb(device: torch.device) -> float:
@@ -195,14 +239,28 @@ class Trainer:
     def _setup(self) -> int:
         cfg = self.cfg
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.lock = RunLock(self.run_dir).acquire()  # before anything in the folder is touched
+        remove_leftovers(self.run_dir)
+        for p in self.run_dir.glob(".tmp-*"):  # a base or SFT model cut off while written
+            shutil.rmtree(p, ignore_errors=True)
         ckpt = None
         if self.resume:
-            ckpt = load_checkpoint(self.run_dir)
-        elif (self.run_dir / "checkpoints").exists():
+            ckpt = self._resume_checkpoint()
+        elif list_checkpoints(self.run_dir):
             raise FileExistsError(
                 f"run directory {str(self.run_dir)!r} already holds checkpoints; pass --resume to "
                 "continue it or choose another run_dir"
             )
+        if ckpt is None:
+            # no checkpoint: the logs describe nothing that survives; a fresh start also drops
+            # the base and SFT models (the config may differ), a resume continues them
+            kept = (BASE_MODEL_DIR, SFT_MODEL_DIR, SFT_STATE_DIR) if self.resume else ()
+            for name in RUN_FILES:
+                path = self.run_dir / name
+                if name not in kept and path.is_dir():
+                    shutil.rmtree(path)
+                elif name not in kept:
+                    path.unlink(missing_ok=True)
         atomic_write_text(
             self.run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False)
         )
@@ -247,6 +305,26 @@ class Trainer:
         )
         self.eval_sets: dict[str, tuple[EnvPool, list[str]]] = {}
         return start
+
+    def _resume_checkpoint(self) -> Checkpoint | None:
+        """The newest intact checkpoint (saying which were passed over and why), or None when the
+        run has none yet: then it starts from the beginning, reusing what the folder holds of
+        the base model and SFT."""
+        if not list_checkpoints(self.run_dir):
+            self.progress(
+                "notice",
+                {
+                    "message": f"{str(self.run_dir)!r} holds no checkpoint yet: starting from "
+                    "iteration 0 (its base model and SFT progress are reused)"
+                },
+            )
+            return None
+        ckpt = load_checkpoint(self.run_dir, fallback=True)
+        for reason in ckpt.skipped:
+            self.progress(
+                "notice", {"message": f"{reason}; resuming from {ckpt.path.name} instead"}
+            )
+        return ckpt
 
     def _load_fresh(self, path: Path):
         m = self.cfg.model
@@ -339,8 +417,20 @@ class Trainer:
             format=cfg.rollout.format,
         )
         m: dict[str, float] = {"sft/examples": float(len(examples))}
-        if s.epochs > 0:  # sft.epochs=0: only the critic learns from the demonstrations
+        if s.epochs > 0 and (self.run_dir / SFT_MODEL_DIR / SFT_METRICS_FILE).is_file():
+            # a resumed run whose SFT had finished: its model, metrics and RNG state are kept
+            m.update(json.loads((self.run_dir / SFT_MODEL_DIR / SFT_METRICS_FILE).read_text()))
+            self._start_from_sft()
+        elif s.epochs > 0:  # sft.epochs=0: only the critic learns from the demonstrations
             t_train = time.perf_counter()
+            state = self.run_dir / SFT_STATE_DIR
+            resume = None
+            if list_checkpoints(state):  # only a resumed run keeps them (see _setup)
+                resume = load_checkpoint(state, fallback=True)
+                self.progress("notice", {"message": f"SFT resumes after step {resume.iteration}"})
+                self.policy = load_policy(
+                    resume.policy_dir, device=cfg.model.device, dtype=cfg.model.dtype
+                )
             losses = train_sft(
                 self.policy,
                 examples,
@@ -348,6 +438,8 @@ class Trainer:
                 lambda step, total, loss: self.progress(
                     "sft", {"step": step, "total": total, "loss": loss}
                 ),
+                checkpoints=state,
+                resume=resume,
             )
             m["sft/steps"] = float(len(losses))
             m["throughput/sft_tokens_per_s"] = (
@@ -358,7 +450,9 @@ class Trainer:
             m["sft/loss_first"] = float(losses[0])
             m["sft/loss_last"] = float(np.mean(losses[-max(1, len(losses) // 10) :]))
             m["time/sft_s"] = time.perf_counter() - t0
-            self._restart_from_sft()
+            self._save_sft_model(m)
+            shutil.rmtree(state, ignore_errors=True)
+            self._start_from_sft()
         m.update(self.screen_pool())  # before the critic learns the returns of the pool's tasks
         if critic:
             t0 = time.perf_counter()
@@ -453,21 +547,28 @@ class Trainer:
             "time/pool_screen_s": time.perf_counter() - t0,
         }
 
-    def _restart_from_sft(self) -> None:
-        """Save the SFT model as a plain model folder (LoRA merged) and start RL from it: it is
-        the RL policy's initial weights AND its KL reference; value heads start fresh."""
-        out = self.run_dir / "sft_model"
-        tmp = self.run_dir / ".sft_model.tmp"
-        if tmp.exists():
-            shutil.rmtree(tmp)
+    def _save_sft_model(self, metrics: dict[str, float]) -> None:
+        """The SFT model as a plain model folder (LoRA merged), with the SFT metrics and the RNG
+        state at this moment, written aside and renamed into place."""
+        out = self.run_dir / SFT_MODEL_DIR
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{SFT_MODEL_DIR}-", dir=self.run_dir))
         lm = self.policy.lm
         if self.cfg.model.lora is not None:
             lm = lm.merge_and_unload()
         lm.save_pretrained(tmp)
         self.tokenizer.save_pretrained(tmp)
+        torch.save(capture_rng_state(), tmp / SFT_RNG_FILE)
+        atomic_write_text(tmp / SFT_METRICS_FILE, json.dumps(metrics, indent=1))
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
+        fsync_dir(self.run_dir)
+
+    def _start_from_sft(self) -> None:
+        """Start RL from the SFT model: it is the RL policy's initial weights AND its KL
+        reference; value heads start fresh, from the RNG state saved with the model."""
+        out = self.run_dir / SFT_MODEL_DIR
+        restore_rng_state(torch.load(out / SFT_RNG_FILE, map_location="cpu", weights_only=True))
         self.policy = self._load_fresh(out)
         self.optimizer = make_optimizer(self.policy, self.cfg.ppo)
 
@@ -552,6 +653,9 @@ class Trainer:
             max_turns=r.max_turns,
         )
         t1 = time.perf_counter()
+        trajs, lost = drop_lost(trajs, keep=r.keep_lost_episodes)
+        if not trajs:  # every environment was lost: nothing to learn from
+            return {"train/lost_episodes": float(lost), "time/rollout_s": t1 - t0}
         prep = prepare_batch(
             self.policy,
             self.aligner,
@@ -579,6 +683,7 @@ class Trainer:
         t3 = time.perf_counter()
         gen_tokens = sum(int(t.response_ids.size) for t in prep.turns)
         m = episode_metrics(trajs, "train")
+        m["train/lost_episodes"] = float(lost)
         m.update({f"ppo/{k}": float(v) for k, v in upd.items()})
         m.update({k: float(v) for k, v in prep.advantages.stats.items()})
         m["train/reward"] = float(prep.rewards[prep.layout.mask].sum() / len(trajs))
@@ -599,13 +704,14 @@ class Trainer:
     # -- the run --------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         cfg = self.cfg
-        start = self._setup()
         try:
+            start = self._setup()
             if start == 0:
                 m = self.warm_start()
                 m.update(self.evaluate_all(0))
                 self.metrics.log(0, m)
                 self.progress("eval", {"iteration": 0, **m})
+                crash_point("iteration_logged")
                 save_checkpoint(
                     self.run_dir,
                     0,
@@ -623,6 +729,7 @@ class Trainer:
                     m.update(self.evaluate(it))
                 self.metrics.log(it, m)
                 self.progress("iteration", {"iteration": it, **m})
+                crash_point("iteration_logged")
                 if it % cfg.checkpoint_every == 0 or it == cfg.iterations:
                     save_checkpoint(
                         self.run_dir, it, policy=self.policy, optimizer=self.optimizer, extra={}
@@ -641,6 +748,8 @@ class Trainer:
             pool.close()
         if getattr(self, "metrics", None) is not None:
             self.metrics.close()
+        if getattr(self, "lock", None) is not None:
+            self.lock.release()
 
 
 def _turn_extras(prep) -> list[list[dict[str, Any]]]:

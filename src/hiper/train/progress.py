@@ -57,6 +57,8 @@ class RunDisplay:
             if self.sft_task is None:
                 self.sft_task = self.progress.add_task("SFT", total=data["total"])
             self.progress.update(self.sft_task, completed=data["step"])
+        elif event == "notice":
+            self.progress.console.print(f"[yellow]note:[/yellow] {data['message']}")
         elif event in ("eval", "iteration"):
             if self.rl_task is None:
                 self.rl_task = self.progress.add_task("PPO", total=self.cfg.iterations)

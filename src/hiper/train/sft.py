@@ -11,6 +11,7 @@ masked out).
 from __future__ import annotations
 
 import math
+import os
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from hiper.runs.checkpoints import Checkpoint, restore_state, save_checkpoint
+from hiper.runs.faults import crash_point
 from hiper.train.batch import (
     build_sequence_batch,
     first_response_column,
@@ -150,31 +153,58 @@ def train_sft(
     examples: Sequence[SFTExample],
     cfg,
     progress: Callable[[int, int, float], None] | None = None,
+    *,
+    checkpoints: str | os.PathLike | None = None,
+    resume: Checkpoint | None = None,
 ) -> list[float]:
     """Supervised fine-tuning of ``policy``'s actor on ``examples`` with an ``SFTConfig``
     (``cfg``): ``cfg.epochs`` passes, each in an order shuffled by ``random.Random(cfg.seed)``,
     steps of ``cfg.batch_rows`` examples (micro-batches of ``cfg.micro_batch_rows``), AdamW at
     ``cfg.lr`` with :func:`sft_lr_factor` (linear warm-up over ``cfg.warmup_steps``, cosine decay).
-    ``progress(step, total, loss)`` is called after every step. Returns every step's loss."""
+    ``progress(step, total, loss)`` is called after every step. Returns every step's loss.
+
+    With ``checkpoints`` (a folder), every ``cfg.checkpoint_every`` steps but the last the policy,
+    optimizer, schedule, RNG states and losses so far are saved there
+    (:func:`~hiper.runs.checkpoints.save_checkpoint`, the step as the iteration). ``resume``, one
+    of those checkpoints, continues from its step: ``policy`` must have been loaded from its
+    ``policy_dir``; the result is the uninterrupted run's, loss for loss and weight for weight.
+    """
     opt = torch.optim.AdamW(policy.actor_parameters(), lr=cfg.lr)
-    total = cfg.epochs * ((len(examples) + cfg.batch_rows - 1) // cfg.batch_rows)
+    steps = _sft_steps(len(examples), cfg)
+    total = len(steps)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda step: sft_lr_factor(step, total, cfg.warmup_steps)
     )
-    rng = random.Random(cfg.seed)
     losses: list[float] = []
+    if resume is not None:
+        restore_state(resume, opt, sched, policy=policy)
+        losses = [float(x) for x in resume.extra["losses"]]
     policy.train()
-    for _ in range(cfg.epochs):
-        order = list(range(len(examples)))
-        rng.shuffle(order)
-        for i in range(0, len(order), cfg.batch_rows):
-            batch = [examples[j] for j in order[i : i + cfg.batch_rows]]
-            out = sft_update(policy, opt, batch, cfg.micro_batch_rows)
-            sched.step()
-            losses.append(out["loss"])
-            if progress is not None:
-                progress(len(losses), total, out["loss"])
+    every = getattr(cfg, "checkpoint_every", 0)
+    for k in range(len(losses), total):
+        out = sft_update(policy, opt, [examples[j] for j in steps[k]], cfg.micro_batch_rows)
+        sched.step()
+        losses.append(out["loss"])
+        if progress is not None:
+            progress(k + 1, total, out["loss"])
+        if checkpoints is not None and every and (k + 1) % every == 0 and k + 1 < total:
+            save_checkpoint(
+                checkpoints, k + 1, policy=policy, optimizer=opt, scheduler=sched,
+                extra={"losses": losses}, keep=1,
+            )  # fmt: skip
+        crash_point("sft_step")
     return losses
+
+
+def _sft_steps(n: int, cfg) -> list[list[int]]:
+    """The example indices of every SFT step, all epochs (each epoch's order shuffled)."""
+    rng = random.Random(cfg.seed)
+    steps = []
+    for _ in range(cfg.epochs):
+        order = list(range(n))
+        rng.shuffle(order)
+        steps += [order[i : i + cfg.batch_rows] for i in range(0, n, cfg.batch_rows)]
+    return steps
 
 
 def expert_examples(
