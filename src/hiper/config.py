@@ -62,7 +62,20 @@ def from_dict(cls: type, data: Mapping[str, Any] | None, path: str = "") -> Any:
     except (ValueError, TypeError) as e:
         if isinstance(e, ConfigError):
             raise
-        raise ConfigError(f"{path or cls.__name__}: {e}") from None
+        message = _name_the_key(str(e), path, fields) or f"{path or cls.__name__}: {e}"
+        raise ConfigError(message) from None
+
+
+def _name_the_key(message: str, path: str, fields: Mapping[str, Any]) -> str | None:
+    """``"tasks must be ..."`` (or ``"eval.tasks must be ..."``) raised by section ``path``'s
+    ``__post_init__`` as ``"eval.tasks: must be ..."``: the dotted key the user typed; None when
+    the message does not start with one of the section's fields."""
+    if path and message.startswith(f"{path}."):
+        message = message[len(path) + 1 :]
+    name, sep, rest = message.partition(" must ")
+    if not sep or name not in fields:
+        return None
+    return f"{_join(path, name)}: must {rest}"
 
 
 def _join(path: str, name: str) -> str:
@@ -160,10 +173,16 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise ConfigError(f"config file {str(p)!r} does not exist")
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} is not a file (expected a YAML file)")
     try:
-        data = yaml_load(p.read_text())
+        data = yaml_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:  # a binary file, or text in another encoding
+        raise ConfigError(
+            f"config file {str(p)!r} is not UTF-8 text (byte {e.start}); expected a YAML file"
+        ) from None
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {str(p)!r} is not valid YAML: {e}") from None
     if data is None:

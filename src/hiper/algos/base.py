@@ -108,12 +108,14 @@ Reads = tuple[ValueRead, ...] | Callable[[Any], tuple[ValueRead, ...]]
 class EstimatorSpec:
     """A registered estimator: its function, its config dataclass and the values it reads.
     The first read is the state value V(s_t); the final state of a truncated episode is read
-    with its head for the bootstrap (``Values.final``)."""
+    with its head for the bootstrap (``Values.final``). ``groups``: its advantages compare the
+    rollouts of one task with each other (a training config needs ``rollout.group_size >= 2``)."""
 
     name: str
     fn: Estimator
     config: type
     reads: Reads = ()
+    groups: bool = False
 
     def value_reads(self, config: Any = None) -> tuple[ValueRead, ...]:
         """The reads under ``config`` (default: the config class's defaults)."""
@@ -140,16 +142,19 @@ class EstimatorSpec:
 ESTIMATORS: dict[str, EstimatorSpec] = {}
 
 
-def register(name: str, config: type, reads: Reads = ()) -> Callable[[Estimator], Estimator]:
+def register(
+    name: str, config: type, reads: Reads = (), groups: bool = False
+) -> Callable[[Estimator], Estimator]:
     """Register ``fn`` under ``name`` with its config dataclass and the values it reads
     (``reads``: a tuple of :class:`ValueRead`, or a function of the config returning one; empty
     for a critic-free estimator). Everything else (the model's heads, the critic's forward, the
-    value pre-training positions) is derived from that declaration."""
+    value pre-training positions) is derived from that declaration. ``groups=True``: a group
+    baseline (singleton groups get advantage 0), so training refuses ``rollout.group_size < 2``."""
 
     def deco(fn: Estimator) -> Estimator:
         if name in ESTIMATORS:
             raise ValueError(f"estimator {name!r} is already registered")
-        ESTIMATORS[name] = EstimatorSpec(name, fn, config, reads)
+        ESTIMATORS[name] = EstimatorSpec(name, fn, config, reads, groups)
         return fn
 
     return deco

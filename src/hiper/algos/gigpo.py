@@ -41,7 +41,7 @@ class GiGPOConfig:
             raise ValueError(f"norm must be one of {_NORMS}, got {self.norm!r}")
 
 
-@register("gigpo", GiGPOConfig)
+@register("gigpo", GiGPOConfig, groups=True)
 def gigpo(
     layout: TurnLayout, rewards: np.ndarray, values: Values, cfg: GiGPOConfig
 ) -> TurnAdvantages:

@@ -28,7 +28,7 @@ def trajectory_outcomes(layout: TurnLayout, rewards: np.ndarray) -> tuple[np.nda
     return outcome, real
 
 
-@register("grpo", GRPOConfig)
+@register("grpo", GRPOConfig, groups=True)
 def grpo(
     layout: TurnLayout, rewards: np.ndarray, values: Values, cfg: GRPOConfig
 ) -> TurnAdvantages:

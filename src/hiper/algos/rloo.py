@@ -22,7 +22,7 @@ class RLOOConfig:
     pass
 
 
-@register("rloo", RLOOConfig)
+@register("rloo", RLOOConfig, groups=True)
 def rloo(
     layout: TurnLayout, rewards: np.ndarray, values: Values, cfg: RLOOConfig
 ) -> TurnAdvantages:

@@ -69,6 +69,9 @@ __all__ = [
     "ForwardOut",
     "LoraSettings",
     "PolicyModel",
+    "check_device",
+    "check_device_name",
+    "check_model_folder",
     "load_policy",
     "position_ids_from_mask",
     "token_logprobs",
@@ -519,6 +522,7 @@ def load_policy(
     The policy is returned in eval mode (like ``from_pretrained``); call ``.train()`` for updates.
     """
     torch_dtype = _resolve_dtype(dtype)
+    check_device(device)
     if value_readout is not None and value_readout not in VALUE_READOUTS:
         raise ValueError(
             f"unknown value_readout {value_readout!r}; expected one of {tuple(VALUE_READOUTS)}"
@@ -538,6 +542,7 @@ def load_policy(
     if critic == "shared" and critic_path is not None:
         raise ValueError("critic_path is only used with critic='separate'")
     _check_causal_lm(path_str)
+    check_model_folder(path_str)
 
     from transformers import AutoTokenizer
 
@@ -608,6 +613,7 @@ def _load_saved(
         )
     if saved_lora is not None and lora is not None and lora != saved_lora:
         raise ValueError(f"{root} was saved with LoRA {saved_lora}, not {lora}")
+    _check_tokenizer_files(root)
     tokenizer = AutoTokenizer.from_pretrained(root)
     heads_state = load_file(str(root / HEADS_FILE))
     value_head = nn.Linear(
@@ -861,6 +867,61 @@ def _check_model_path(path, what: str) -> str:
     if _looks_like_hub_id(name) and not name.startswith(("~", "/")):
         return name  # loaded from the hub cache; from_pretrained reports what is missing
     raise FileNotFoundError(f"{what} path {name!r} does not exist")
+
+
+#: Files that hold a model's weights (one of them, or a shard index) and a tokenizer's vocabulary.
+_WEIGHT_FILES = ("model*.safetensors", "pytorch_model*.bin", "*.index.json")
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "*.tiktoken")
+
+
+def check_model_folder(path_str: str) -> None:
+    """A local model folder holds weights and a tokenizer (a hub id is left to from_pretrained);
+    FileNotFoundError naming the folder and the files expected."""
+    folder = Path(path_str)
+    if not folder.is_dir():
+        return
+    if not any(any(folder.glob(pattern)) for pattern in _WEIGHT_FILES):
+        raise FileNotFoundError(
+            f"model folder {path_str} has no weights (expected model.safetensors, "
+            "pytorch_model.bin or a sharded *.index.json)"
+        )
+    _check_tokenizer_files(folder)
+
+
+def _check_tokenizer_files(folder: Path) -> None:
+    # without them AutoTokenizer still loads, a tokenizer of one token: every prompt would be empty
+    if folder.is_dir() and not any(any(folder.glob(pattern)) for pattern in _TOKENIZER_FILES):
+        raise FileNotFoundError(
+            f"model folder {folder} has no tokenizer files (expected tokenizer.json, "
+            "tokenizer.model or vocab.json beside tokenizer_config.json)"
+        )
+
+
+def check_device_name(device: str) -> None:
+    """ValueError unless ``device`` is spelled as a torch device (cpu, cuda, cuda:1, mps, ...)."""
+    try:
+        torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"device must be a torch device such as cpu, cuda, cuda:1 or mps, got {device!r}"
+        ) from None
+
+
+def check_device(device: str | torch.device, key: str = "device") -> torch.device:
+    """``device`` as a torch.device; ValueError (naming ``key``) when this machine lacks it."""
+    if not isinstance(device, torch.device):
+        check_device_name(device)
+    dev = torch.device(device)
+    backend = torch.backends.mps if dev.type == "mps" else getattr(torch, dev.type, None)
+    is_available = getattr(backend, "is_available", None)
+    if dev.type != "cpu" and is_available is not None and not is_available():
+        raise ValueError(f"{key}: {str(dev)!r} is not available on this machine; use cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(
+            f"{key}: {str(dev)!r} does not exist; this machine has "
+            f"{torch.cuda.device_count()} CUDA device(s)"
+        )
+    return dev
 
 
 def _saved_config(path_str: str) -> dict[str, Any] | None:

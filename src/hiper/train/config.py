@@ -11,7 +11,7 @@ from typing import Any, Literal
 from hiper.algos.base import get_estimator
 from hiper.algos.shaping import ShapingConfig
 from hiper.config import ConfigError, apply_overrides, from_dict, load_yaml
-from hiper.models.policy import LoraSettings
+from hiper.models.policy import LoraSettings, check_device_name
 from hiper.rollout import RolloutConfig
 from hiper.train.ppo import PPOConfig
 
@@ -48,6 +48,9 @@ class ModelConfig:
     value_scale: float = 1.0
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        check_device_name(self.device)  # its spelling; whether it exists is checked at training
 
 
 @dataclass(frozen=True)
@@ -145,8 +148,11 @@ class SFTConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.noise <= 1.0:
             raise ValueError(f"noise must be in [0, 1], got {self.noise}")
-        if self.episodes < 0 or self.epochs < 0 or self.batch_rows < 1:
-            raise ValueError("episodes and epochs must be >= 0 and batch_rows >= 1")
+        for name in ("episodes", "epochs"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.batch_rows < 1:
+            raise ValueError(f"batch_rows must be >= 1, got {self.batch_rows}")
         if self.critic_episodes < 0:
             raise ValueError(f"sft.critic_episodes must be >= 0, got {self.critic_episodes}")
         if self.checkpoint_every < 0:
@@ -192,12 +198,40 @@ class EvalConfig:
     # splits, or ``training_tasks`` (the rollout.task_pool tasks, with fresh sampling seeds)
     extra_splits: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        # checked when the config is loaded, not when the first evaluation starts (after SFT)
+        if self.every < 0:
+            raise ValueError(
+                f"every must be >= 0 (iterations between evaluations; 0: only at the start "
+                f"and the end), got {self.every}"
+            )
+        if self.tasks is not None and self.tasks < 1:  # 0 or -2 used to mean all, all but 2
+            raise ValueError(
+                f"tasks must be a positive integer (the first N tasks) or null (all), "
+                f"got {self.tasks}"
+            )
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.seeds < 1:
+            raise ValueError(f"seeds must be >= 1, got {self.seeds}")
+        if self.max_turns is not None and self.max_turns < 1:
+            raise ValueError(
+                f"max_turns must be >= 1 or null (rollout.max_turns), got {self.max_turns}"
+            )
+
 
 @dataclass(frozen=True)
 class LoggingConfig:
     tensorboard: bool = True
     wandb: dict[str, Any] | None = None  # e.g. {project: hiper}; needs the wandb package
     trajectories_every: int = 1  # write the trajectory log every N iterations
+
+    def __post_init__(self) -> None:
+        if self.trajectories_every < 1:
+            raise ValueError(
+                f"trajectories_every must be >= 1 (1: every iteration), got "
+                f"{self.trajectories_every}"
+            )
 
 
 @dataclass(frozen=True)
@@ -223,9 +257,9 @@ class TrainConfig:
             # nucleus sampling renormalises over a per-step token set the trainer cannot
             # reproduce from logits alone: its ratios and KL would belong to another policy
             raise ConfigError(
-                f"rollout.top_p = {self.rollout.top_p} is not supported for training: PPO needs "
-                "the log-probs of the distribution that sampled; use rollout.top_p=1.0 and lower "
-                "rollout.temperature instead"
+                f"rollout.top_p: must be 1.0 for training, got {self.rollout.top_p} (PPO needs "
+                "the log-probs of the distribution that sampled; lower rollout.temperature "
+                "instead)"
             )
         if self.iterations < 0:
             raise ValueError(f"iterations must be >= 0, got {self.iterations}")
@@ -233,6 +267,13 @@ class TrainConfig:
             raise ValueError(f"critic_warmup must be >= 0, got {self.critic_warmup}")
         if self.checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
+        spec = get_estimator(self.algo.estimator)
+        if spec.groups and self.rollout.group_size < 2:
+            # a group of one is its own baseline: every advantage would be 0 and nothing learns
+            raise ConfigError(
+                f"rollout.group_size: must be >= 2 for algo.estimator={spec.name} (it compares "
+                f"the rollouts of a task with each other), got {self.rollout.group_size}"
+            )
         wants_pool = TRAINING_TASKS in (self.env.eval_split, *self.eval.extra_splits)
         if wants_pool and self.rollout.task_pool is None:
             raise ConfigError(

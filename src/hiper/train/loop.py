@@ -30,7 +30,7 @@ from hiper.envs.base import get_env_spec, make_env
 from hiper.envs.pool import EnvPool
 from hiper.eval import evaluate_policy, manifest_task_ids
 from hiper.models.named import resolve_model_path
-from hiper.models.policy import load_policy
+from hiper.models.policy import check_device, check_model_folder, load_policy
 from hiper.protocol.masks import TokenAligner
 from hiper.rollout import Task, rollout
 from hiper.runs.checkpoints import (
@@ -238,6 +238,10 @@ class Trainer:
     # -- set-up ---------------------------------------------------------------------------------
     def _setup(self) -> int:
         cfg = self.cfg
+        # what can be checked before anything is built or written
+        check_device(cfg.model.device, "model.device")
+        if cfg.model.path is not None:
+            check_model_folder(resolve_model_path(cfg.model.path))
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.lock = RunLock(self.run_dir).acquire()  # before anything in the folder is touched
         remove_leftovers(self.run_dir)

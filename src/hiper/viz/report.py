@@ -175,4 +175,10 @@ def make_server(
     """An HTTP server for the report folder ``directory``, bound to ``host`` (localhost by
     default: the report holds a run's data) and ``port`` (0: any free port)."""
     handler = functools.partial(_QuietHandler, directory=str(directory))
-    return http.server.ThreadingHTTPServer((host, port), handler)
+    try:
+        return http.server.ThreadingHTTPServer((host, port), handler)
+    except OSError as e:  # the port is taken, or the address is not this machine's
+        raise OSError(
+            f"cannot serve on {host}:{port}: {e.strerror or e}; choose another port "
+            "(0: any free port) or host",
+        ) from None
