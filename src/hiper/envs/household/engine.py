@@ -97,6 +97,22 @@ class World:
         self._ops: dict[str, tuple[str, ...]] = {}
         self._refresh()
 
+    def copy(self) -> World:
+        """An independent copy (immutable scenario data is shared)."""
+        new = World.__new__(World)
+        new.scenario, new.layout, new.otype = self.scenario, self.layout, self.otype
+        new.lamp_at = self.lamp_at
+        new.contents = {r: list(v) for r, v in self.contents.items()}
+        new.loc = dict(self.loc)
+        new.open, new.observed = set(self.open), set(self.observed)
+        new.clean, new.hot, new.cool = set(self.clean), set(self.hot), set(self.cool)
+        new.lamps_on = set(self.lamps_on)
+        new.placed_at = dict(self.placed_at)
+        new.at, new.holding, new.t = self.at, self.holding, self.t
+        new.progress, new.since = self.progress, self.since
+        new._adm, new._ops = self._adm, self._ops
+        return new
+
     # ------------------------------------------------------------------ queries
 
     @property

@@ -205,3 +205,12 @@ class HouseholdEnv:
         switch = "KEEP" if current is not None and new == current else "SWITCH"
         self._expert_subgoal = new
         return ExpertTurn(switch, new, action)
+
+    def clone(self) -> HouseholdEnv:
+        """An independent copy of this episode (for look-ahead)."""
+        new = HouseholdEnv(self.options)
+        new._scenario = self._scenario
+        new._world = self.world.copy()
+        new._limit, new._over = self._limit, self._over
+        new._expert_subgoal = self._expert_subgoal
+        return new
