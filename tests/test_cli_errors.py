@@ -107,6 +107,9 @@ CASES = [
         {},
         "WebShop data directory {missing} does not exist or is not a folder",
     ),
+    ([*EVAL, "--dtype", "fp8"], {}, "--dtype: unknown dtype 'fp8'; expected one of float32, bf"),
+    ([*EVAL, "--device", "tpu9"], {}, "--device: device must be a torch device such as cpu, cuda"),
+    ([*EVAL, "--device", "cuda:99"], {}, "--device: 'cuda:99'"),  # not available / no such one
     (["eval", "--model", "{missing}"], {}, "model path '{missing}' does not exist"),
     (["eval", "--model", "{no_tokenizer}"], {}, "no_tokenizer has no tokenizer files"),
     # hiper train: the model folder, the device, the config file
@@ -172,6 +175,10 @@ def test_cuda_on_a_machine_without_it(folders):
     line = one_error_line(result.output)
     assert line == "error: model.device: 'cuda' is not available on this machine; use cpu"
     assert not folders["run"].exists()
+    result = CliRunner().invoke(app, [fill(a, folders) for a in [*EVAL, "--device", "cuda"]])
+    assert result.exit_code == 2, result.output
+    line = one_error_line(result.output)
+    assert line == "error: --device: 'cuda' is not available on this machine; use cpu"
 
 
 def test_view_serve_on_a_busy_port_in_a_real_process(folders):

@@ -77,3 +77,9 @@ def test_greedy_seeds_repeat_the_same_episodes(policy, task_ids):
 def test_seeds_must_be_positive(policy, task_ids):
     with pytest.raises(ValueError, match="seeds must be >= 1, got 0"):
         _evaluate(policy, task_ids, seeds=0)
+
+
+def test_progress_counts_every_episode(policy, task_ids):
+    calls: list[tuple[int, int]] = []
+    _evaluate(policy, task_ids, seeds=2, progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(i, 4) for i in range(5)]  # (0, 4) first, then one call per episode

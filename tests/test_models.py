@@ -376,6 +376,40 @@ def test_save_load_round_trip(tiny_model_dir: Path, tmp_path: Path, lora, critic
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]
 
 
+@pytest.mark.parametrize(
+    ("lora", "critic"),
+    [(None, "shared"), (None, "separate"), (LORA, "separate")],
+    ids=["full-shared", "full-separate", "lora-separate"],
+)
+def test_values_false_loads_the_policy_alone(tiny_model_dir: Path, tmp_path: Path, lora, critic):
+    """Fresh and saved: no value heads, no critic backbone (with reference=False, nothing but the
+    LM); the same log-probs as the full policy; values, critic parameters and save refuse."""
+    full = load_policy(tiny_model_dir, lora=lora, critic=critic)
+    ids, mask = batch(full.tokenizer, TEXTS)
+    train_step(full, ids, mask)
+    saved = full.save(tmp_path / "p")
+    with torch.no_grad():
+        want = full(ids, mask, with_values=False).logprobs
+    fresh = load_policy(tiny_model_dir, lora=lora, critic=critic, reference=False, values=False)
+    for policy in (fresh, load_policy(saved, reference=False, values=False)):
+        assert policy.value_head is None and policy.critic_backbone is None
+        assert not policy.has_values and policy.critic == critic and policy.lora == lora
+        lm_params = {id(p) for p in policy.lm.parameters()}
+        assert {id(p) for p in policy.parameters()} == lm_params
+        with pytest.raises(RuntimeError, match="values=False"):
+            policy(ids, mask)  # with_values=True is the default
+        with pytest.raises(RuntimeError, match="values=False"):
+            policy.values(ids, mask)
+        with pytest.raises(RuntimeError, match="values=False"):
+            policy.critic_parameters()
+        with pytest.raises(RuntimeError, match="values=False"):
+            policy.save(tmp_path / "q")
+    assert not (tmp_path / "q").exists()
+    with torch.no_grad():
+        got = load_policy(saved, reference=False, values=False)(ids, mask, with_values=False)
+    torch.testing.assert_close(got.logprobs, want, atol=1e-6, rtol=0)
+
+
 def test_lora_on_top_of_a_saved_full_policy(tiny_model_dir: Path, tmp_path: Path):
     sft = load_policy(tiny_model_dir, reference=False)
     ids, mask = batch(sft.tokenizer, TEXTS)

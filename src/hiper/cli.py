@@ -285,9 +285,19 @@ def sft(
     train(config, [*(overrides or []), "iterations=0"], resume=False)
 
 
+#: ``hiper eval --dtype`` choices.
+EVAL_DTYPES = ("float32", "bfloat16", "float16")
+
+
 @app.command("eval")
 def evaluate(
-    model: Annotated[str, typer.Option(help="A model folder, a saved policy or a run directory.")],
+    model: Annotated[
+        str,
+        typer.Option(
+            help="A model folder, a saved policy, a named model, a run directory (its latest "
+            "checkpoint) or one of its checkpoints/iter_* folders."
+        ),
+    ],
     env: Annotated[str, typer.Option(help="Environment name.")] = "household",
     split: Annotated[
         str,
@@ -303,29 +313,46 @@ def evaluate(
     temperature: Annotated[float, typer.Option(help="Sampling temperature (> 0).")] = 0.4,
     tasks: Annotated[int | None, typer.Option(help="Only the first N manifest tasks.")] = None,
     max_turns: Annotated[
-        int | None, typer.Option(help="Turn limit per episode [run's config, else 50].")
+        int | None,
+        typer.Option(help="Turn limit per episode (default: the run's config, else 50)."),
     ] = None,
     max_new_tokens: Annotated[
-        int | None, typer.Option(help="Response token limit [run's config, else 128].")
+        int | None, typer.Option(help="Response token limit (default: the run's config, else 128).")
     ] = None,
     history_len: Annotated[
-        int | None, typer.Option(help="Prompt history pairs [run's config, else 2].")
+        int | None, typer.Option(help="Prompt history pairs (default: the run's config, else 2).")
     ] = None,
     instructions: Annotated[
         bool | None,
         typer.Option(
             "--instructions/--no-instructions",
-            help="Prompts with the introduction and answer-format rules [run's config, else on].",
+            help="Prompts with the introduction and answer-format rules (default: the run's "
+            "config, else on).",
         ),
     ] = None,
     prompt_format: Annotated[
         str | None,
         typer.Option(
             "--format",
-            help="Prompt format: plan_execute | react [run's config, else plan_execute].",
+            help="Prompt format: plan_execute | react (default: the run's config, else "
+            "plan_execute).",
         ),
     ] = None,
     option: Annotated[list[str] | None, typer.Option(help="Environment option key=value.")] = None,
+    device: Annotated[
+        str | None,
+        typer.Option(
+            help="Torch device to evaluate on: cpu, cuda, cuda:1, mps (default: the run's "
+            "model.device when --model is a run and this machine has that device, else cpu)."
+        ),
+    ] = None,
+    dtype: Annotated[
+        str | None,
+        typer.Option(
+            help="Weights dtype: float32 | bfloat16 | float16 (default: the run's model.dtype "
+            "when evaluating on the run's own device, else float32)."
+        ),
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
     out: Annotated[
         str | None,
@@ -338,20 +365,23 @@ def evaluate(
     """Evaluate any model on an environment's fixed task manifest (paper-table layout).
 
     Given a run directory, the prompt settings (history, token and turn limits, format,
-    instructions) and the environment options default to the run's own ``config.yaml``."""
+    instructions), the environment options, the device and the dtype default to the run's own
+    ``config.yaml``. Only the policy is loaded (no KL reference copy, no critic)."""
     import dataclasses
+    import time
 
     from rich.console import Console
     from rich.table import Table
 
     from hiper.envs.base import get_env_spec, load_manifest, make_env
-    from hiper.eval import evaluate_policy, manifest_task_ids, resolve_model
-    from hiper.models.policy import load_policy
+    from hiper.eval import evaluate_policy, load_eval_policy, locate_model, manifest_task_ids
     from hiper.protocol.prompts import FORMATS
+    from hiper.runs.records import to_jsonable
 
     # every input is checked before the model is loaded: a user error is one line (see _Group)
     if out is not None:
         _check_eval_folder(out)
+    _check_eval_device(device, dtype)
     for hint, value, low in [
         ("--seeds", seeds, 1),
         ("--tasks", tasks, 1),
@@ -367,6 +397,7 @@ def evaluate(
             param_hint="--temperature",
         )
     run_cfg = _run_config(model)
+    device, dtype, note = _eval_device(device, dtype, run_cfg)
     fmt = prompt_format or (run_cfg.rollout.format if run_cfg else "plan_execute")
     if instructions is None:
         instructions = run_cfg.rollout.instructions if run_cfg else True
@@ -392,22 +423,34 @@ def evaluate(
     ids = manifest_task_ids(env, manifest or split, tasks, opts)
     manifest_version = load_manifest(env, manifest or split).version
     make_env(env, **opts).close()  # its data and options (e.g. a missing ALFWorld folder)
-    policy = load_policy(resolve_model(model))
-    report = evaluate_policy(
-        policy,
-        env,
-        ids,
-        options=opts,
-        split=split,
-        seeds=seeds,
-        greedy=greedy,
-        temperature=temperature,
-        max_turns=max_turns,
-        max_new_tokens=max_new_tokens,
-        history_len=history_len,
-        format=fmt,
-        instructions=instructions,
-    )
+    if note:
+        typer.echo(note, err=True)
+    source = locate_model(model)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # no "Loading weights" bar: the evaluation's is the one
+    t0 = time.perf_counter()
+    policy = load_eval_policy(source.resolved, device=device, dtype=dtype)
+    load_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    with _eval_progress(f"{env}/{manifest or split}") as progress:
+        report = evaluate_policy(
+            policy,
+            env,
+            ids,
+            options=opts,
+            split=split,
+            seeds=seeds,
+            greedy=greedy,
+            temperature=temperature,
+            max_turns=max_turns,
+            max_new_tokens=max_new_tokens,
+            history_len=history_len,
+            format=fmt,
+            instructions=instructions,
+            progress=progress,
+        )
+    eval_s = time.perf_counter() - t0
     data = report.to_dict()
     # which task list, at which version: results on a manifest are comparable at equal versions
     data["manifest"] = {"name": f"{env}-{manifest or split}", "version": manifest_version}
@@ -418,6 +461,28 @@ def evaluate(
         "max_turns": max_turns,
         "max_new_tokens": max_new_tokens,
     }
+    data["model"] = source.to_dict()
+    data["config"] = {  # everything the results depend on, as resolved
+        "env": env,
+        "options": to_jsonable(opts),
+        "split": split,
+        "manifest": manifest or split,
+        "manifest_version": manifest_version,
+        "tasks": len(ids),
+        "task_limit": tasks,
+        "seeds": seeds,
+        "greedy": greedy,
+        "temperature": temperature,
+        "max_turns": max_turns,
+        "max_new_tokens": max_new_tokens,
+        "history_len": history_len,
+        "format": fmt,
+        "instructions": instructions,
+        "device": device,
+        "dtype": dtype,
+    }
+    data["hiper_version"] = __version__
+    data["timing"] = {"load_s": round(load_s, 3), "eval_s": round(eval_s, 3)}
     if out is not None:
         _write_eval_folder(out, data, report.runs)
     if json_out:
@@ -434,6 +499,87 @@ def evaluate(
             f"{v['score_mean']:.3f} ± {v['score_std']:.3f}",
         )
     Console().print(table)
+
+
+def _check_eval_device(device: str | None, dtype: str | None) -> None:
+    """``--device`` and ``--dtype`` as given: spelled right, and the device exists here."""
+    from hiper.models.policy import check_device, check_device_name
+
+    if dtype is not None and dtype not in EVAL_DTYPES:
+        raise typer.BadParameter(
+            f"unknown dtype {dtype!r}; expected one of {', '.join(EVAL_DTYPES)}",
+            param_hint="--dtype",
+        )
+    if device is not None:
+        try:
+            check_device_name(device)
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint="--device") from None
+        check_device(device, key="--device")  # "--device: 'cuda' is not available on ..."
+
+
+def _eval_device(device: str | None, dtype: str | None, run_cfg) -> tuple[str, str, str | None]:
+    """(device, dtype, a note for stderr or None): the options given, else the run's
+    model.device when this machine has it (else cpu), and the run's model.dtype when evaluating
+    on the run's device (else float32)."""
+    from hiper.models.policy import check_device
+
+    note = None
+    run_device = None
+    if run_cfg is not None:
+        try:
+            run_device = str(check_device(run_cfg.model.device))
+        except ValueError:
+            if device is None:
+                note = (
+                    f"note: the run's model.device {run_cfg.model.device!r} is not available "
+                    "on this machine; evaluating on cpu (--device, --dtype choose)"
+                )
+    if device is None:
+        device = run_device or "cpu"
+    if dtype is None:
+        same = run_device is not None and _same_device(device, run_device)  # cuda == cuda:0
+        dtype = run_cfg.model.dtype if same else "float32"
+    return device, dtype, note
+
+
+def _same_device(a: str, b: str) -> bool:
+    import torch
+
+    x, y = torch.device(a), torch.device(b)
+    return (x.type, x.index or 0) == (y.type, y.index or 0)
+
+
+@contextmanager
+def _eval_progress(description: str) -> Iterator[Callable[[int, int], None]]:
+    """``progress(done, total)`` for :func:`hiper.eval.evaluate_policy`: a bar of episodes on
+    stderr, silent when stderr is not a terminal (a pipe, a log file, ``--json`` in a script)."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    console = Console(stderr=True)
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("episodes"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, disable=not console.is_terminal) as bar:
+        task = bar.add_task(description, total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield progress
 
 
 def _check_eval_folder(out: str) -> None:
@@ -550,15 +696,16 @@ def models_prepare(
 
 
 def _run_config(model: str):
-    """The TrainConfig of a run directory (None for a plain model folder)."""
-    from pathlib import Path
+    """The TrainConfig of a run directory, or of the run a checkpoint folder belongs to (None
+    for a plain model folder)."""
+    from hiper.eval import run_folder
 
-    path = Path(model) / "config.yaml"
-    if not path.is_file():
+    run_dir = run_folder(model)
+    if run_dir is None:
         return None
     from hiper.train.config import load_train_config
 
-    return load_train_config(str(path))
+    return load_train_config(str(run_dir / "config.yaml"))
 
 
 def _coerce_option(options_cls: type, key: str, text: str) -> object:

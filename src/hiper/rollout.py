@@ -101,20 +101,31 @@ def rollout(
     tasks: Sequence[Task],
     family: str,
     cfg: RolloutConfig = RolloutConfig(),
+    *,
+    on_episode_done: Callable[[], None] | None = None,
 ) -> list[Trajectory]:
     """Play every task to the end; returns one trajectory per task, in order.
 
     ``generate(prompt_id_lists) -> [Generation]`` samples responses (see ``hiper.engines``);
-    ``prompt_ids(user_text) -> ids`` applies the chat template.
+    ``prompt_ids(user_text) -> ids`` applies the chat template. ``on_episode_done()`` is called
+    each time an episode ends (a progress display).
     """
     out: list[Trajectory] = []
     for start in range(0, len(tasks), pool.n):
         wave = list(tasks[start : start + pool.n])
-        out.extend(_play_wave(pool, generate, prompt_ids, wave, family, cfg))
+        out.extend(_play_wave(pool, generate, prompt_ids, wave, family, cfg, on_episode_done))
     return out
 
 
-def _play_wave(pool, generate, prompt_ids, wave: list[Task], family: str, cfg: RolloutConfig):
+def _play_wave(
+    pool,
+    generate,
+    prompt_ids,
+    wave: list[Task],
+    family: str,
+    cfg: RolloutConfig,
+    on_episode_done: Callable[[], None] | None = None,
+):
     n = len(wave)
     task_ids = [t.task_id for t in wave] + [None] * (pool.n - n)
     seeds = [t.seed for t in wave] + [None] * (pool.n - n)
@@ -172,6 +183,8 @@ def _play_wave(pool, generate, prompt_ids, wave: list[Task], family: str, cfg: R
                 and info.get("truncation") in ("time_limit", "max_turns")
             ):
                 e.final_prompt_ids = list(prompt_ids(e.prompt(family, cfg)))
+            if e.done and on_episode_done is not None:
+                on_episode_done()
     return [_trajectory(e, first[i]) for i, e in enumerate(eps)]
 
 

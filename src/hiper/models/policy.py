@@ -27,6 +27,11 @@
   bfloat16. ``load_policy(..., reference=False)`` skips it; ``reference="<path>"`` loads the
   reference weights from another checkpoint (e.g. an SFT model) instead.
 
+* **The policy alone** (evaluation, generation): ``load_policy(..., reference=False,
+  values=False)`` loads neither the reference copy nor the value heads and separate critic
+  backbone; such a policy generates and gives log-probs, but has no values, critic parameters
+  or ``save`` (saving it would lose the critic).
+
 * **Saving** (:meth:`PolicyModel.save`) writes, into a temporary folder renamed into place: the
   model (full weights, or only the LoRA adapter) and tokenizer with ``save_pretrained``, the heads
   as ``value_heads.safetensors``, the separate critic backbone under ``critic/``, and
@@ -251,8 +256,13 @@ class PolicyModel(nn.Module):
 
     Attributes: ``lm`` (the HF model, a ``peft.PeftModel`` with LoRA), ``tokenizer``, ``heads``
     (head names, one value column each), ``critic`` (``"shared"`` | ``"separate"``),
-    ``value_head`` (the ``nn.Linear``), ``critic_backbone`` (separate mode only, else None),
-    ``lora`` (:class:`LoraSettings` or None).
+    ``value_head`` (the ``nn.Linear``; None with ``values=False``), ``critic_backbone``
+    (separate mode only, else None; always None with ``values=False``), ``lora``
+    (:class:`LoraSettings` or None).
+
+    ``values=False``: the policy alone, for evaluation: no value heads and no critic backbone
+    (``critic`` still names the mode it was trained with); asking it for values, critic
+    parameters or a ``save`` raises.
     """
 
     def __init__(
@@ -267,11 +277,14 @@ class PolicyModel(nn.Module):
         reference: nn.Module | None = None,
         lora: LoraSettings | None = None,
         meta: dict[str, Any] | None = None,
+        values: bool = True,
     ) -> None:
         super().__init__()
         heads = _check_heads(heads)
         _check_critic(critic)
-        if (critic == "separate") != (critic_backbone is not None):
+        if not values and (critic_backbone is not None or value_head is not None):
+            raise ValueError("values=False takes no critic backbone and no value head")
+        if values and (critic == "separate") != (critic_backbone is not None):
             raise ValueError("critic='separate' needs a critic backbone, 'shared' must have none")
         self.lm = lm
         self.tokenizer = tokenizer
@@ -280,11 +293,13 @@ class PolicyModel(nn.Module):
         self.lora = lora
         self.critic_backbone = critic_backbone
         hidden = _hidden_size(critic_backbone if critic_backbone is not None else lm)
-        if value_head is None:
+        if values and value_head is None:  # (values=False: the policy alone, no head)
             value_head = nn.Linear(hidden, len(heads), dtype=torch.float32, device=_device(lm))
             nn.init.zeros_(value_head.weight)
             nn.init.zeros_(value_head.bias)
-        if value_head.in_features != hidden or value_head.out_features != len(heads):
+        if value_head is not None and (
+            value_head.in_features != hidden or value_head.out_features != len(heads)
+        ):
             raise ValueError(
                 f"value head is {value_head.in_features}->{value_head.out_features}, expected "
                 f"{hidden}->{len(heads)}"
@@ -307,6 +322,18 @@ class PolicyModel(nn.Module):
     @property
     def has_reference(self) -> bool:
         return self.lora is not None or bool(self._ref)
+
+    @property
+    def has_values(self) -> bool:
+        """False for a policy loaded with ``values=False`` (no value heads, no critic)."""
+        return self.value_head is not None
+
+    def _require_values(self, what: str) -> None:
+        if self.value_head is None:
+            raise RuntimeError(
+                f"this policy was loaded with values=False: it has no value heads or critic "
+                f"({what} needs them; load it with values=True)"
+            )
 
     def _apply(self, fn, recurse=True):  # keep the (unregistered) reference copy in step
         super()._apply(fn, recurse)
@@ -336,6 +363,8 @@ class PolicyModel(nn.Module):
         of a right-padded batch (:func:`hiper.train.batch.first_response_column`). Values are
         computed at every position either way."""
         _check_batch(input_ids, attention_mask)
+        if with_values:
+            self._require_values("forward(with_values=True)")
         positions = position_ids_from_mask(attention_mask)
         need_hidden = with_values and self.critic == "shared"
         start = _logits_start(logprobs_from, input_ids.shape[1])
@@ -358,6 +387,7 @@ class PolicyModel(nn.Module):
         """Only the values ``[B, L, len(heads)]`` (as ``ForwardOut.values``): a separate critic
         runs its own backbone alone, a shared one the policy's backbone."""
         _check_batch(input_ids, attention_mask)
+        self._require_values("values()")
         positions = position_ids_from_mask(attention_mask)
         hidden = None
         if self.critic == "shared":  # the hidden states only: no logits at all
@@ -418,6 +448,7 @@ class PolicyModel(nn.Module):
 
     def critic_parameters(self) -> list[nn.Parameter]:
         """The value heads, plus the trainable critic backbone parameters in separate mode."""
+        self._require_values("critic_parameters()")
         params: list[nn.Parameter] = []
         if self.critic_backbone is not None:
             params += [p for p in self.critic_backbone.parameters() if p.requires_grad]
@@ -427,6 +458,7 @@ class PolicyModel(nn.Module):
 
     def policy_config(self) -> dict[str, Any]:
         """What ``hiper_policy.json`` holds."""
+        self._require_values("saving")
         return {
             "format_version": FORMAT_VERSION,
             "heads": list(self.heads),
@@ -453,6 +485,7 @@ class PolicyModel(nn.Module):
         """
         from safetensors.torch import save_file
 
+        self._require_values("saving")  # a policy without its critic would be saved incomplete
         target = Path(directory).resolve()
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
@@ -496,6 +529,7 @@ def load_policy(
     reference: bool | str | os.PathLike = True,
     value_readout: str | None = None,
     value_scale: float | None = None,
+    values: bool = True,
 ) -> PolicyModel:
     """Load a causal LM (a hub id or local folder) or a folder written by :meth:`PolicyModel.save`.
 
@@ -519,6 +553,11 @@ def load_policy(
     its input's size per step whatever the target's scale, so returns of size 10 read in units
     of 1 need ~10x the steps to fit.
 
+    ``values``: False loads the policy alone, for evaluation or generation: no value heads and
+    no separate critic backbone are built or read (a saved policy's ``value_heads.safetensors``
+    and ``critic/`` are left on disk); with ``reference=False`` too, only the language model's
+    weights are in memory. See :class:`PolicyModel` for what such a policy cannot do.
+
     The policy is returned in eval mode (like ``from_pretrained``); call ``.train()`` for updates.
     """
     torch_dtype = _resolve_dtype(dtype)
@@ -531,7 +570,16 @@ def load_policy(
     saved = _saved_config(path_str)
     if saved is not None:
         policy = _load_saved(
-            Path(path_str), saved, device, torch_dtype, lora, critic, critic_path, heads, reference
+            Path(path_str),
+            saved,
+            device,
+            torch_dtype,
+            lora,
+            critic,
+            critic_path,
+            heads,
+            reference,
+            values,
         )
         policy.meta["value_readout"] = value_readout or saved.get("value_readout", "last")
         policy.meta["value_scale"] = _scale(value_scale or saved.get("value_scale", 1.0))
@@ -560,6 +608,7 @@ def load_policy(
         )
         if critic_base != path_str:
             _check_same_tokenizer(tokenizer, critic_base)
+    if critic == "separate" and values:
         backbone = _load_backbone(critic_base, torch_dtype, device)
         if lora is not None:
             from peft import get_peft_model
@@ -582,6 +631,7 @@ def load_policy(
         reference=ref,
         lora=lora,
         meta=meta,
+        values=values,
     )
     return policy.to(device).eval()
 
@@ -596,6 +646,7 @@ def _load_saved(
     critic_path,
     heads: Sequence[str] | None,
     reference,
+    values: bool = True,
 ) -> PolicyModel:
     from safetensors.torch import load_file
     from transformers import AutoTokenizer
@@ -615,11 +666,13 @@ def _load_saved(
         raise ValueError(f"{root} was saved with LoRA {saved_lora}, not {lora}")
     _check_tokenizer_files(root)
     tokenizer = AutoTokenizer.from_pretrained(root)
-    heads_state = load_file(str(root / HEADS_FILE))
-    value_head = nn.Linear(
-        heads_state["weight"].shape[1], heads_state["weight"].shape[0], dtype=torch.float32
-    )
-    value_head.load_state_dict(heads_state)
+    value_head = None
+    if values:
+        heads_state = load_file(str(root / HEADS_FILE))
+        value_head = nn.Linear(
+            heads_state["weight"].shape[1], heads_state["weight"].shape[0], dtype=torch.float32
+        )
+        value_head.load_state_dict(heads_state)
 
     backbone = None
     critic_base = saved.get("critic_base_path")
@@ -635,7 +688,7 @@ def _load_saved(
         lm = _load_causal_lm(base_path, torch_dtype, device)
         lm = PeftModel.from_pretrained(lm, str(root), is_trainable=True)
         ref, reference_path = None, None
-        if saved_critic == "separate":
+        if saved_critic == "separate" and values:
             critic_base = _check_model_path(critic_base, "recorded critic base model")
             backbone = _load_backbone(critic_base, torch_dtype, device)
             backbone = PeftModel.from_pretrained(
@@ -644,7 +697,7 @@ def _load_saved(
         lora_used = saved_lora
     else:
         lm = _load_causal_lm(str(root), torch_dtype, device)
-        if saved_critic == "separate":
+        if saved_critic == "separate" and values:
             backbone = _load_backbone(str(root / CRITIC_DIR), torch_dtype, device)
         if lora is not None:
             # start LoRA on top of the saved full weights: they become base and reference
@@ -654,7 +707,7 @@ def _load_saved(
             if backbone is not None:
                 backbone = get_peft_model(backbone, lora.peft_config("FEATURE_EXTRACTION"))
             base_path = str(root)
-            critic_base = str(root / CRITIC_DIR) if backbone is not None else None
+            critic_base = str(root / CRITIC_DIR) if saved_critic == "separate" else None
             ref, reference_path = None, None
             if reference not in (True, False):
                 raise ValueError("reference=<path> is not supported with LoRA")
@@ -680,6 +733,7 @@ def _load_saved(
         reference=ref,
         lora=lora_used,
         meta=meta,
+        values=values,
     )
     return policy.to(device).eval()
 
