@@ -76,7 +76,7 @@ ESTIMATORS = {
         # the actor learns from its values. Without it HAE's gain over 6 tokenizer draws was
         # -12.5, +29.7, +53.1, +48.4, +45.3, +53.1 (this file's draw: -12.5, a late collapse with
         # the low head's explained variance negative); with it +50.0, +10.9, +59.4, +50.0 on
-        # draws 0-3 (docs/results.md, "The learning guard")
+        # draws 0-3 (docs/experiments/rl-that-learns.md, "The learning guard")
         "critic_warmup=1",
     ],
 }

@@ -463,7 +463,7 @@ class Trainer:
             gamma = float(getattr(cfg.algo.estimator_config, "gamma", 1.0))
             if s.critic_episodes:
                 # the returns the first PPO batches will have (seed 1: explained variance at
-                # iteration 1 0.43 vs 0.12 from the demonstrations; docs/results.md)
+                # iteration 1 0.43 vs 0.12 from the demonstrations; docs/experiments/rl-that-learns.md)
                 trajs = self._play_for_critic(s.critic_episodes)
                 m["critic_pretrain/episodes"] = float(len(trajs))
                 m["critic_pretrain/policy_success"] = float(np.mean([t.success for t in trajs]))
