@@ -129,6 +129,12 @@ CASES = [
     ([*TRAIN, "algo.estimator=rloo", *GROUP], {}, "rollout.group_size: must be >= 2 for algo"),
     ([*TRAIN, "algo.estimator=gigpo", *GROUP], {}, "rollout.group_size: must be >= 2 for algo"),
     ([*TRAIN, "eval.tasks=0"], {}, "eval.tasks: must be a positive integer"),
+    (
+        [*TRAIN, "rollout.grup_size=2"],
+        {},
+        "unknown key rollout.grup_size; did you mean rollout.group_size?",
+    ),
+    (["train", "quickstrat"], {}, "is not a preset name; did you mean quickstart?"),
     ([*TRAIN, "eval.tasks=-2"], {}, "eval.tasks: must be a positive integer"),
     ([*TRAIN, "eval.every=-1"], {}, "eval.every: must be >= 0"),
     ([*TRAIN, "eval.temperature=0"], {}, "eval.temperature: must be > 0, got 0.0"),

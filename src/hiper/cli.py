@@ -78,16 +78,67 @@ def main(
 
 
 @app.command()
-def estimators() -> None:
+def estimators(
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
+) -> None:
     """List the registered advantage estimators and their configuration fields."""
-    from dataclasses import fields
+    from dataclasses import MISSING, fields
 
     from hiper.algos import ESTIMATORS, get_estimator
 
     get_estimator("hae")  # make sure the built-ins are registered
+    rows = []
     for name, spec in sorted(ESTIMATORS.items()):
-        opts = ", ".join(f"{f.name}={f.default!r}" for f in fields(spec.config))
-        typer.echo(f"{name:14s} critic={'yes' if spec.needs_values else 'no ':3s}  {opts}")
+        config = {}
+        for f in fields(spec.config):
+            if f.default is not MISSING:
+                config[f.name] = f.default
+            elif f.default_factory is not MISSING:
+                config[f.name] = f.default_factory()
+        rows.append(
+            {
+                "name": name,
+                "critic": spec.needs_values,
+                "value_heads": [h for h in spec.heads() if spec.needs_values],
+                "groups": spec.groups,  # compares a task's rollouts: rollout.group_size >= 2
+                "config": config,
+            }
+        )
+    if json_out:
+        typer.echo(json.dumps(rows, indent=1, default=str))
+        return
+    typer.echo(f"{'estimator':14s} {'critic':6s} {'groups':6s}  algo.config fields (defaults)")
+    for row in rows:
+        opts = ", ".join(f"{k}={v!r}" for k, v in row["config"].items())
+        critic = "yes" if row["critic"] else "no"
+        groups = "yes" if row["groups"] else "no"
+        typer.echo(f"{row['name']:14s} {critic:6s} {groups:6s}  {opts or '(none)'}")
+
+
+@app.command()
+def presets(
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
+) -> None:
+    """List the training presets shipped with hiper (`hiper train NAME` runs one)."""
+    from hiper.train.presets import list_presets
+
+    found = list_presets()
+    if json_out:
+        rows = [
+            {
+                "name": p.name,
+                "path": str(p.path),
+                "description": p.description,
+                "extends": p.extends,
+            }
+            for p in found
+        ]
+        typer.echo(json.dumps(rows, indent=1))
+        return
+    width = max((len(p.name) for p in found), default=0)
+    typer.echo(f"{'preset':{width}s}  description")
+    for p in found:
+        typer.echo(f"{p.name:{width}s}  {p.description}")
 
 
 @app.command()
@@ -252,22 +303,55 @@ def play(
 
 @app.command()
 def train(
-    config: Annotated[str, typer.Argument(help="A preset YAML, e.g. configs/quickstart.yaml.")],
+    config: Annotated[
+        str,
+        typer.Argument(
+            help="A preset: its name (quickstart, baselines/household-grpo; `hiper presets` "
+            "lists them) or a YAML file (configs/quickstart.yaml)."
+        ),
+    ],
     overrides: Annotated[
         list[str] | None, typer.Argument(help="Dotted overrides: ppo.actor_lr=1e-5 iterations=30")
     ] = None,
     resume: Annotated[
         bool, typer.Option(help="Continue the run from its latest checkpoint.")
     ] = False,
+    print_config: Annotated[
+        bool,
+        typer.Option(
+            "--print-config",
+            help="Print the resolved config as YAML (a preset `hiper train` reads) and exit.",
+        ),
+    ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Check the config, the environment, the model and the run folder, print what "
+            "would run, and exit without training or writing anything.",
+        ),
+    ] = False,
 ) -> None:
     """Run the HiPER pipeline: (tiny model) -> SFT warm start -> PPO with HAE -> evaluation."""
     from hiper.train.config import load_train_config
-    from hiper.train.progress import RunDisplay
 
     cfg = load_train_config(config, overrides or [])  # every section checked before any work
+    if print_config:
+        import yaml
+
+        from hiper.config import to_dict
+
+        typer.echo(yaml.safe_dump(to_dict(cfg), sort_keys=False), nl=False)
+        return
+    if dry_run:
+        from hiper.train.plan import run_plan
+
+        typer.echo(run_plan(cfg, resume=resume))
+        return
     from transformers.utils import logging as hf_logging
 
     from hiper.train.loop import Trainer
+    from hiper.train.progress import RunDisplay
 
     hf_logging.disable_progress_bar()
 
@@ -278,11 +362,19 @@ def train(
 
 @app.command()
 def sft(
-    config: Annotated[str, typer.Argument(help="A preset YAML; its sft, model and env sections.")],
+    config: Annotated[
+        str, typer.Argument(help="A preset (name or YAML file); its sft, model and env sections.")
+    ],
     overrides: Annotated[list[str] | None, typer.Argument(help="Dotted overrides.")] = None,
 ) -> None:
     """Only the SFT warm start (and the held-out evaluation after it): iterations=0."""
-    train(config, [*(overrides or []), "iterations=0"], resume=False)
+    train(
+        config,
+        [*(overrides or []), "iterations=0"],
+        resume=False,
+        print_config=False,
+        dry_run=False,
+    )
 
 
 #: ``hiper eval --dtype`` choices.

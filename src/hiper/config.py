@@ -8,6 +8,7 @@ type and naming the full dotted path of anything wrong (``ppo.clip_ratio: expect
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import re
 import types
 import typing
@@ -48,12 +49,9 @@ def from_dict(cls: type, data: Mapping[str, Any] | None, path: str = "") -> Any:
         raise ConfigError(f"{path or cls.__name__}: expected a mapping, got {type(data).__name__}")
     hints = get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted((k for k in data if k not in fields), key=str)
     if unknown:
-        where = f"{path}." if path else ""
-        raise ConfigError(
-            f"unknown key(s) {[where + k for k in unknown]}; expected some of {sorted(fields)}"
-        )
+        raise ConfigError(_unknown_keys_message(unknown, path, fields))
     kwargs = {
         name: _coerce(hints[name], data[name], _join(path, name)) for name in fields if name in data
     }
@@ -64,6 +62,28 @@ def from_dict(cls: type, data: Mapping[str, Any] | None, path: str = "") -> Any:
             raise
         message = _name_the_key(str(e), path, fields) or f"{path or cls.__name__}: {e}"
         raise ConfigError(message) from None
+
+
+def _unknown_keys_message(unknown: Sequence[Any], path: str, fields: Mapping[str, Any]) -> str:
+    """``unknown key rollout.grup_size; did you mean rollout.group_size?`` (the section's closest
+    field names), else the section's fields."""
+    names = []
+    guesses = []
+    for key in unknown:
+        names.append(_join(path, str(key)))
+        close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.6)
+        guesses.append(_join(path, close[0]) if close else None)
+    if len(unknown) == 1 and guesses[0]:
+        return f"unknown key {names[0]}; did you mean {guesses[0]}?"
+    listed = ", ".join(
+        name if guess is None else f"{name} (did you mean {guess}?)"
+        for name, guess in zip(names, guesses, strict=True)
+    )
+    where = f"{path}: " if path else ""
+    return (
+        f"unknown key{'s' if len(unknown) > 1 else ''} {listed}; {where}expected some of "
+        f"{', '.join(sorted(fields))}"
+    )
 
 
 def _name_the_key(message: str, path: str, fields: Mapping[str, Any]) -> str | None:

@@ -1,16 +1,20 @@
 """The typed configuration of a training run (``hiper train CONFIG [key=value ...]``).
 
-Every field is documented here; YAML presets in ``configs/`` set what differs from these defaults.
+Every field is documented here; the YAML presets (``hiper/presets/``, a checkout's ``configs/``;
+``hiper presets`` lists them) set what differs from these defaults.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from hiper.algos.base import get_estimator
 from hiper.algos.shaping import ShapingConfig
-from hiper.config import ConfigError, apply_overrides, from_dict, load_yaml
+from hiper.config import ConfigError, apply_overrides, from_dict
 from hiper.models.policy import LoraSettings, check_device_name
 from hiper.rollout import RolloutConfig
 from hiper.train.ppo import PPOConfig
@@ -282,7 +286,66 @@ class TrainConfig:
             )
 
 
-def load_train_config(path: str | None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
-    """A preset YAML (or the defaults when ``path`` is None) with dotted overrides applied."""
-    data = load_yaml(path) if path else {}
-    return from_dict(TrainConfig, apply_overrides(data, list(overrides)))
+def load_train_config(
+    path: str | None,
+    overrides: list[str] | tuple[str, ...] = (),
+    note: Callable[[str], None] | None = None,
+) -> TrainConfig:
+    """A preset (a YAML path, or a shipped preset's name such as ``quickstart``; the defaults
+    when ``path`` is None) with its ``extends`` chain resolved and dotted overrides applied.
+
+    When the overrides switch ``algo.estimator``, the preset's ``algo.config`` fields that the new
+    estimator does not have are dropped, and ``note`` (default: a line on stderr) names them;
+    fields set by the overrides themselves are kept (and refused if they do not fit)."""
+    from hiper.train.presets import load_preset
+
+    preset = load_preset(path) if path else {}
+    data = apply_overrides(preset, list(overrides))  # a copy
+    notes: list[str] = []
+    data = _drop_foreign_estimator_fields(data, preset, overrides, notes.append)
+    cfg = from_dict(TrainConfig, data)
+    for line in notes:  # once the config is valid: an error stays the only line
+        (note or _stderr)(line)
+    return cfg
+
+
+def _drop_foreign_estimator_fields(
+    data: dict[str, Any],
+    preset: dict[str, Any],
+    overrides: list[str] | tuple[str, ...],
+    note: Callable[[str], None],
+) -> dict[str, Any]:
+    """``data`` without the preset's ``algo.config`` fields that an overridden
+    ``algo.estimator`` does not have (see :func:`load_train_config`)."""
+    from hiper.algos import ESTIMATORS
+
+    get_estimator("hae")  # the built-ins registered
+    algo = data.get("algo")
+    if not isinstance(algo, dict) or not isinstance(algo.get("config"), dict):
+        return data
+    estimator = algo.get("estimator", AlgoConfig.estimator)
+    preset_algo = preset.get("algo") if isinstance(preset.get("algo"), dict) else {}
+    if estimator == preset_algo.get("estimator", AlgoConfig.estimator):
+        return data
+    spec = ESTIMATORS.get(estimator) if isinstance(estimator, str) else None
+    if spec is None:
+        return data  # AlgoConfig names the unknown estimator
+    explicit = apply_overrides({}, list(overrides)).get("algo")
+    explicit_config = explicit.get("config") if isinstance(explicit, dict) else None
+    given = set(explicit_config) if isinstance(explicit_config, dict) else set()
+    valid = {f.name for f in dataclasses.fields(spec.config) if f.init}
+    dropped = [k for k in algo["config"] if k not in valid and k not in given]
+    if not dropped:
+        return data
+    keys = ", ".join(f"algo.config.{k}" for k in dropped)
+    note(
+        f"note: algo.estimator={estimator} (the preset's is "
+        f"{preset_algo.get('estimator', AlgoConfig.estimator)}): dropped {keys} from the preset "
+        f"(not fields of {estimator}'s config)"
+    )
+    config = {k: v for k, v in algo["config"].items() if k not in dropped}
+    return {**data, "algo": {**algo, "config": config}}
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr)
