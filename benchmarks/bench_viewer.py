@@ -8,8 +8,12 @@ with made-up advantages on every turn, plus made-up metrics. Then measures:
 
 1. building the report (reading the logs, writing index.html) and its size;
 2. opening it in Debian Chromium (Playwright): navigation start to the viewer's ready flag;
-3. filtering: each filter change (split, outcome, task type, iteration, text search) timed in the
-   page from the change event to the re-rendered list, and opening one trajectory.
+3. filtering: each filter change (split, outcome, task type, iteration, failure mode, text search)
+   timed in the page from the change event to the re-rendered list, and opening one trajectory;
+4. the learning curves: picking a metric, and moving the smoothing slider (every chart redrawn).
+
+The page opens on the latest training iteration, so the filters start from split = train and the
+last iteration; the first filter change below starts from there.
 
 Target (issue 6): a 10,000-trajectory report opens and filters in under 2 s.
 """
@@ -130,6 +134,8 @@ FILTERS = [
     ("task type = pick_and_place_simple", "#f-type", "pick_and_place_simple"),
     ("iteration = 42", "#f-iteration", "42"),
     ("all iterations", "#f-iteration", ""),
+    ("failure mode = loop", "#f-mode", "loop"),
+    ("any failure mode", "#f-mode", ""),
 ]
 
 
@@ -166,6 +172,18 @@ def measure(report: Path) -> dict[str, float]:
                return performance.now() - t; }"""
         )
         out["open_trajectory_s"] = ms / 1000
+        ms = page.evaluate(
+            """() => { const e = document.querySelector('#metric-pick'); const t = performance.now();
+               e.value = 'train/switch_rate'; e.dispatchEvent(new Event('change'));
+               return performance.now() - t; }"""
+        )
+        out["pick_metric_s"] = ms / 1000
+        ms = page.evaluate(
+            """() => { const e = document.querySelector('#smooth'); const t = performance.now();
+               e.value = '0.8'; e.dispatchEvent(new Event('input'));
+               return performance.now() - t; }"""
+        )
+        out["smoothing_s"] = ms / 1000
         browser.close()
     return out
 
@@ -195,7 +213,7 @@ def main() -> None:
         "from navigation start to the viewer's ready flag)"
     )
     for k, v in res.items():
-        if k.startswith("filter[") or k == "open_trajectory_s":
+        if k.startswith("filter[") or k in ("open_trajectory_s", "pick_metric_s", "smoothing_s"):
             print(f"  {k[:-2]:42s} {1000 * v:8.1f} ms")
     worst = max(v for k, v in res.items() if k.startswith("filter["))
     res["worst_filter_s"] = worst

@@ -707,19 +707,30 @@ def _write_eval_folder(out: str, data: dict[str, Any], runs: list) -> None:
 
 @app.command()
 def view(
-    run: Annotated[str, typer.Argument(help="A run folder or a `hiper eval --out` folder.")],
-    out: Annotated[str | None, typer.Option(help="Folder for index.html [RUN/report].")] = None,
+    run: Annotated[
+        list[str],
+        typer.Argument(
+            help="A run folder or a `hiper eval --out` folder; several: one page comparing them."
+        ),
+    ],
+    out: Annotated[
+        str | None,
+        typer.Option(
+            help="Folder for index.html [RUN/report; several runs: RUN_A/report-compare]."
+        ),
+    ] = None,
     serve: Annotated[bool, typer.Option(help="Serve the report over HTTP after writing it.")] = (
         False
     ),
     host: Annotated[str, typer.Option(help="Address to bind with --serve.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port for --serve (0: any free port).")] = 8000,
     max_trajectories: Annotated[
-        int | None, typer.Option(help="Only the last N logged trajectories.")
+        int | None, typer.Option(help="Only the last N logged trajectories (of each run).")
     ] = None,
 ) -> None:
     """Write a self-contained HTML report of a run or an evaluation: trajectories as subgoal
-    segments, the credit-assignment lens, learning curves. Opens offline; loads nothing."""
+    segments, the credit-assignment lens, failure modes, learning curves of every metric; with
+    several folders, their curves overlaid. Opens offline; loads nothing."""
     from hiper.viz import build_report, make_server
 
     path = build_report(run, out, max_trajectories=max_trajectories)

@@ -1,7 +1,8 @@
-"""The static HTML viewer of runs and evaluations: ``hiper view RUN [--out DIR] [--serve]``.
+"""The static HTML viewer of runs and evaluations: ``hiper view RUN... [--out DIR] [--serve]``.
 
-:mod:`.data` reads a run folder into a compact payload, :mod:`.plots` draws the learning curves
-as SVG, :mod:`.report` writes the self-contained page and serves it on localhost.
+:mod:`.data` reads one or more run folders into a compact payload (with per-trajectory failure
+modes), :mod:`.plots` names the standard learning-curve panels, :mod:`.report` writes the
+self-contained page (its script draws the curves as SVG) and serves it on localhost.
 """
 
 from hiper.viz.data import load_view_data

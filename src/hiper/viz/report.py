@@ -15,6 +15,7 @@ import functools
 import hashlib
 import http.server
 import json
+from collections.abc import Sequence
 from html import escape
 from importlib import resources
 from pathlib import Path
@@ -22,7 +23,6 @@ from typing import Any
 
 from hiper.runs.log import atomic_write_text
 from hiper.viz.data import load_view_data
-from hiper.viz.plots import learning_curves
 
 __all__ = ["build_report", "make_server", "render_html", "safe_json"]
 
@@ -41,8 +41,9 @@ def _asset(name: str) -> str:
     return resources.files("hiper.viz").joinpath("assets", name).read_text(encoding="utf-8")
 
 
-def _report_table(report: dict[str, Any] | None) -> str:
-    """The evaluation's mean +- std success per task type (``hiper eval --out``'s report.json)."""
+def _report_table(report: dict[str, Any] | None, run: str | None = None) -> str:
+    """The evaluation's mean +- std success per task type (``hiper eval --out``'s report.json);
+    ``run`` names the run when several are compared."""
     if not isinstance(report, dict) or not isinstance(report.get("results"), dict):
         return ""
     rows = []
@@ -60,19 +61,37 @@ def _report_table(report: dict[str, Any] | None) -> str:
         )
     if not rows:
         return ""
+    head = "Evaluation" if run is None else f"Evaluation: {escape(run)}"
     return (
-        '<h2>Evaluation</h2><table id="eval-table"><thead><tr><th>task type</th><th>tasks</th>'
+        f'<h2>{head}</h2><table class="eval-table"><thead><tr><th>task type</th><th>tasks</th>'
         "<th>success %</th><th>score</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
     )
 
 
+_CURVES = """
+<h2>Learning curves</h2>
+<div class="filters curve-controls">
+  <label>metric <select id="metric-pick" aria-label="metric"></select></label>
+  <label>smoothing (EMA weight) <input id="smooth" type="range" min="0" max="0.99" step="0.01"
+    value="0" aria-label="smoothing"></label><span id="smooth-value" class="sub">0.00</span>
+</div>
+<div class="curves" id="picked"></div>
+<div class="curves" id="curves"></div>
+<p class="sub">Smoothing: s<sub>0</sub> = y<sub>0</sub>, s<sub>t</sub> = w·s<sub>t−1</sub> +
+(1 − w)·y<sub>t</sub> over each series' logged points; the raw curve stays faint behind it.
+Error bars: ± the metric's <code>_std</code> companion (e.g. <code>eval/success_std</code>, the
+spread over evaluation seeds) around the raw points.</p>
+"""
+
 _FILTERS = """
 <div class="filters">
+  <select id="f-run" aria-label="run" hidden></select>
   <select id="f-split" aria-label="split"></select>
   <select id="f-type" aria-label="task type"></select>
   <select id="f-outcome" aria-label="outcome">
     <option value="">success and failure</option><option value="success">success</option>
     <option value="failure">failure</option></select>
+  <select id="f-mode" aria-label="failure mode"></select>
   <select id="f-iteration" aria-label="iteration"></select>
   <input id="f-query" type="search" placeholder="task id or goal contains…" aria-label="search">
   <label>lens <select id="f-lens" aria-label="credit-assignment lens">
@@ -80,6 +99,7 @@ _FILTERS = """
     <option value="subgoal">A^H: subgoal tokens</option>
     <option value="switch">A^S: switch tokens</option><option value="off">off</option>
   </select></label>
+  <label><input id="f-values" type="checkbox" checked> advantage values</label>
 </div>
 <div id="count" class="sub"></div>
 """
@@ -91,7 +111,12 @@ _LEGEND = (
     '<span class="legend-box" style="background:rgba(215,48,39,0.8)"></span> negative '
     '<span class="legend-box" style="background:rgba(26,152,80,0.8)"></span> positive '
     "(saturated at |A| = 2); hatched: no advantage (turn 0's switch, a KEEP turn's copied subgoal, "
-    "evaluation turns). Hover a block for its value. Invalid turns are red.</p>"
+    "evaluation turns). Each training turn prints its values (A^S, A^H, A^L) in its header; "
+    '"advantage values" hides them. Invalid turns are red, actions the environment answered with a '
+    'no-op ("Nothing happens.") are marked no-op, the turns of a loop are marked loop. Failure '
+    "modes: loop (one action 3+ times in a row, or a cycle of 2–3 actions played twice in a row), "
+    "no-op (a well-formed action answered with a no-op), timeout (a failure cut by the step limit "
+    "or max_turns), malformed (a turn the parser rejected).</p>"
 )
 
 
@@ -103,22 +128,19 @@ def render_html(data: dict[str, Any]) -> str:
         "default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
         f"script-src 'sha256-{digest}'"
     )
-    curves = learning_curves(data.get("metrics") or {})
-    curve_html = (
-        '<h2>Learning curves</h2><div class="curves" id="curves">'
-        + "".join(svg for _, svg in curves)
-        + "</div>"
-        if curves
-        else ""
-    )
+    runs = data["runs"]
+    many = len(runs) > 1
+    has_metrics = any(r["metrics"] for r in runs)
     n = len(data["trajectories"])
-    config = data.get("config")
-    config_html = (
-        f'<h2>Configuration</h2><details><summary>config.yaml</summary><pre class="config">'
-        f"{escape(config)}</pre></details>"
-        if config
-        else ""
+    tables = "".join(_report_table(r.get("report"), r["name"] if many else None) for r in runs)
+    config_html = "".join(
+        f"<details><summary>config.yaml{escape(' of ' + r['name']) if many else ''}</summary>"
+        f'<pre class="config">{escape(r["config"])}</pre></details>'
+        for r in runs
+        if r.get("config")
     )
+    if config_html:
+        config_html = "<h2>Configuration</h2>" + config_html
     title = escape(f"hiper · {data['title']}")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -130,14 +152,14 @@ def render_html(data: dict[str, Any]) -> str:
 <header><h1>{title}</h1>
 <div class="sub">{escape(data["kind"])} · {escape(data["source"])} · {n} trajectories</div>
 </header>
-{_report_table(data.get("report"))}
-{curve_html}
+{tables}
+{_CURVES if has_metrics else ""}
 <h2>Trajectories</h2>
 {_FILTERS}
 {_LEGEND}
 <div class="browser">
 <div><table id="traj-table"><thead><tr><th>it</th><th>split</th><th>task</th>
-<th>outcome</th><th>turns</th><th>score</th></tr></thead><tbody id="traj-rows"></tbody></table>
+<th>outcome</th><th>modes</th><th>turns</th><th>score</th></tr></thead><tbody id="traj-rows"></tbody></table>
 <div class="pager"><button id="prev">‹ previous</button><span id="page"></span>
 <button id="next">next ›</button></div></div>
 <div id="detail"><p class="sub">Pick a trajectory.</p></div>
@@ -150,17 +172,20 @@ def render_html(data: dict[str, Any]) -> str:
 
 
 def build_report(
-    path: str | Path,
+    path: str | Path | Sequence[str | Path],
     out: str | Path | None = None,
     *,
     max_trajectories: int | None = None,
 ) -> Path:
     """Write the report of the run or evaluation folder ``path`` to ``out/index.html``
-    (default ``<path>/report/``), atomically; returns the file's path."""
-    data = load_view_data(path, max_trajectories=max_trajectories)
-    src = Path(path)
+    (default ``<path>/report/``), atomically; returns the file's path. Several folders (a list):
+    one page comparing them, by default in ``<first folder>/report-compare/``."""
+    paths = [path] if isinstance(path, str | Path) else list(path)
+    data = load_view_data(paths, max_trajectories=max_trajectories)
+    src = Path(paths[0])
     folder = src.parent if src.is_file() else src
-    out_dir = Path(out) if out is not None else folder / "report"
+    default = "report" if len(paths) == 1 else "report-compare"
+    out_dir = Path(out) if out is not None else folder / default
     return atomic_write_text(out_dir / REPORT_NAME, render_html(data))
 
 
