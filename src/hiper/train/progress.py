@@ -90,7 +90,7 @@ class RunDisplay:
             transient=False,
             speed_estimate_period=3600.0,  # the time remaining from the whole stage, not 30 s
         )
-        self.sft_task = None
+        self.stage_tasks: dict[str, Any] = {}  # a progress bar per warm-start stage
         self.rl_task = None
         self.header_shown = False
         self.last_event_at: float | None = None  # when the last iteration (or iteration 0) ended
@@ -119,10 +119,11 @@ class RunDisplay:
         return mean * max(self.cfg.iterations - iteration, 0)
 
     def update(self, event: str, data: dict[str, Any]) -> None:
-        if event == "sft":
-            if self.sft_task is None:
-                self.sft_task = self.progress.add_task("SFT", total=data["total"])
-            self.progress.update(self.sft_task, completed=data["step"])
+        if event in ("sft", "critic"):  # SFT steps; value pre-training steps
+            label = "SFT" if event == "sft" else "value pre-training"
+            if self.stage_tasks.get(event) is None:
+                self.stage_tasks[event] = self.progress.add_task(label, total=data["total"])
+            self.progress.update(self.stage_tasks[event], completed=data["step"])
         elif event == "notice":
             self.progress.console.print(f"[yellow]note:[/yellow] {escape(str(data['message']))}")
         elif event in ("eval", "iteration"):
