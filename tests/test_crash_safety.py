@@ -183,3 +183,32 @@ def test_episodes_of_lost_workers_leave_the_update():
     )
     kept, lost = drop_lost(trajs, keep=True)
     assert len(kept) == 4 and lost == 1
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_a_run_learns_only_from_episodes_whose_worker_lived(tmp_path, keep):
+    """Real subprocess workers that die mid-episode (tests/crashy_env.py: even task seeds, at
+    step 2): those episodes leave the update and are counted; the run goes on. With
+    rollout.keep_lost_episodes they enter the update as the truncated episodes they are."""
+    import tests.crashy_env  # noqa: F401  (registers household-crashy)
+    from hiper.train.loop import Trainer
+    from tests.helpers import config
+
+    cfg = config(
+        tmp_path / "run",
+        "iterations=2",
+        "env.name=household-crashy",
+        "env.options={}",
+        "env.backend=subprocess",
+        "rollout.task_pool=2",
+        "env.eval_split=training_tasks",
+        "sft.critic_episodes=0",
+        f"rollout.keep_lost_episodes={str(keep).lower()}",
+    )
+    Trainer(cfg).run()
+    rows = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    assert [r["iteration"] for r in rows] == [0, 1, 2]
+    for r in rows[1:]:  # 2 tasks per iteration, seeds base + 0 (even: lost) and base + 1
+        assert r["train/lost_episodes"] == 1.0
+        # the surviving episode's 3 turns (max_turns), plus the lost one's 2 when kept
+        assert r["train/turns"] == (5.0 if keep else 3.0)
