@@ -202,12 +202,13 @@ def test_a_run_learns_only_from_episodes_whose_worker_lived(tmp_path, keep):
         "env.backend=subprocess",
         "rollout.task_pool=2",
         "env.eval_split=training_tasks",
-        "sft.critic_episodes=0",
         f"rollout.keep_lost_episodes={str(keep).lower()}",
     )
     Trainer(cfg).run()
     rows = read_jsonl(tmp_path / "run" / "metrics.jsonl")
     assert [r["iteration"] for r in rows] == [0, 1, 2]
+    # the value pre-training's 2 episodes (sft.critic_episodes) are the pool's two tasks
+    assert rows[0]["critic_pretrain/episodes"] == (2.0 if keep else 1.0)
     for r in rows[1:]:  # 2 tasks per iteration, seeds base + 0 (even: lost) and base + 1
         assert r["train/lost_episodes"] == 1.0
         # the surviving episode's 3 turns (max_turns), plus the lost one's 2 when kept

@@ -382,7 +382,8 @@ class Trainer:
     def _play_for_critic(self, episodes: int) -> list[Trajectory]:
         """``episodes`` episodes of the current (SFT) policy on the tasks the first iterations
         will play, in groups of ``rollout.group_size``, at the rollout temperature, with the
-        sampling seed of iteration 0 (training iterations start at 1)."""
+        sampling seed of iteration 0 (training iterations start at 1); those of lost workers
+        left out as in training."""
         cfg = self.cfg
         r = cfg.rollout
         tasks: list[Task] = []
@@ -390,7 +391,7 @@ class Trainer:
         while len(tasks) < episodes:
             tasks += iteration_tasks(cfg, it, tag="critic:", pool=self.pool)
             it += 1
-        return self._play(
+        trajs = self._play(
             self.train_pool,
             tasks[:episodes],
             seed=seeds.rollout_seed(cfg.seed, 0),
@@ -398,6 +399,9 @@ class Trainer:
             temperature=r.temperature,
             max_turns=r.max_turns,
         )
+        return drop_lost(trajs, keep=r.keep_lost_episodes)[
+            0
+        ]  # a lost episode's return is no target
 
     # -- stages ---------------------------------------------------------------------------------
     def warm_start(self) -> dict[str, float]:
