@@ -399,9 +399,8 @@ class Trainer:
             temperature=r.temperature,
             max_turns=r.max_turns,
         )
-        return drop_lost(trajs, keep=r.keep_lost_episodes)[
-            0
-        ]  # a lost episode's return is no target
+        kept, _ = drop_lost(trajs, keep=r.keep_lost_episodes)  # a lost return is no target
+        return kept
 
     # -- stages ---------------------------------------------------------------------------------
     def warm_start(self) -> dict[str, float]:
