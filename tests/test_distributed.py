@@ -79,19 +79,28 @@ def trajectories(tokenizer, episodes: int = 4, turns: int = 3, seed: int = 0):
     return out
 
 
-def run_case(model_dir: str, estimator: str, dist=None, *, sft: bool = False) -> dict:
-    """Load the policy, prepare the batch, run one ``ppo_update`` (with a critic epoch) or one
-    ``sft_update`` on its turns; returns the metrics and every trainable parameter after."""
+def run_case(
+    model_dir: str, estimator: str, dist=None, *, sft: bool = False, fsdp: bool = False
+) -> dict:
+    """Load the policy (sharded with FSDP2 when ``fsdp``), prepare the batch, run one
+    ``ppo_update`` (with a critic epoch) or one ``sft_update`` on its turns; returns the metrics
+    and every trainable parameter after (whole)."""
+    from torch.distributed.tensor import DTensor
+
     from hiper.algos.base import get_estimator
     from hiper.algos.shaping import ShapingConfig
     from hiper.models.policy import load_policy
     from hiper.protocol.masks import TokenAligner
+    from hiper.train.distributed import is_sharded, shard_model
     from hiper.train.ppo import PPOConfig, make_optimizer, ppo_update
     from hiper.train.prepare import prepare_batch
     from hiper.train.sft import SFTExample, sft_update
 
     torch.manual_seed(0)
     policy = load_policy(model_dir, critic="separate", heads=HEADS, reference=True)
+    if fsdp:
+        shard_model(policy, dist)
+        assert is_sharded(policy) and isinstance(next(policy.lm.parameters()), DTensor)
     cfg = PPOConfig(**CFG)
     opt = make_optimizer(policy, cfg)
     trajs = trajectories(policy.tokenizer)
@@ -110,7 +119,11 @@ def run_case(model_dir: str, estimator: str, dist=None, *, sft: bool = False) ->
             4,
         )
         metrics = ppo_update(policy, opt, prep.batch, cfg, iteration=1, **kw)
-    params = {n: p.detach().clone() for n, p in policy.named_parameters() if p.requires_grad}
+    params = {
+        n: (p.full_tensor() if isinstance(p, DTensor) else p).detach().clone()
+        for n, p in policy.named_parameters()
+        if p.requires_grad
+    }
     return {"metrics": metrics, "params": params}
 
 
@@ -123,6 +136,9 @@ def _worker(model_dir: str, out_dir: str) -> None:
     dist = init_from_env()
     results = {est: run_case(model_dir, est, dist) for est in ESTIMATORS}
     results["sft"] = run_case(model_dir, "", dist, sft=True)
+    for est in ESTIMATORS:
+        results[f"fsdp_{est}"] = run_case(model_dir, est, dist, fsdp=True)
+    results["fsdp_sft"] = run_case(model_dir, "", dist, sft=True, fsdp=True)
     torch.save(results, Path(out_dir) / f"rank{dist.rank}.pt")
     tdist.destroy_process_group()
 
@@ -162,6 +178,7 @@ def _close(a: dict, b: dict, rtol: float = 1e-5, atol: float = 1e-6) -> tuple[fl
 
 
 def test_two_ranks_take_the_single_process_steps(tiny_model_dir, tmp_path):
+    """Plain data parallelism and FSDP2 (``shard_model``), for HAE, GRPO and SFT."""
     env = {
         **os.environ,
         "OMP_NUM_THREADS": "1",
@@ -193,13 +210,13 @@ def test_two_ranks_take_the_single_process_steps(tiny_model_dir, tmp_path):
     single["sft"] = run_case(str(tiny_model_dir), "", sft=True)
     t_single = time.perf_counter() - t0
 
-    for case in (*ESTIMATORS, "sft"):
+    for case in (*ESTIMATORS, "sft", *(f"fsdp_{e}" for e in ESTIMATORS), "fsdp_sft"):
         # both ranks hold the same model after the update (bit for bit: the same reduced
         # gradients and the same optimiser step)
         for k, x in ranks[0][case]["params"].items():
             assert torch.equal(x, ranks[1][case]["params"][k]), (case, k)
         assert _bits(ranks[0][case]["metrics"]) == _bits(ranks[1][case]["metrics"])
-        dp, dm = _close(ranks[0][case], single[case])
+        dp, dm = _close(ranks[0][case], single[case.removeprefix("fsdp_")])
         print(f"{case}: 2 vs 1 process: max |d param| {dp:.2e}, max |d metric| {dm:.2e}")
     # the update did move the model, the critic and the heads
     from hiper.models.policy import load_policy

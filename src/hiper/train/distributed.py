@@ -18,11 +18,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as tdist
+from torch.distributed.tensor import DTensor
 
-__all__ = ["SINGLE", "Dist", "init_from_env"]
+__all__ = ["SINGLE", "Dist", "init_from_env", "is_sharded", "shard_model"]
 
 
 @dataclass(frozen=True)
@@ -55,14 +57,29 @@ class Dist:
         n, r, w = len(items), self.rank, self.world_size
         return items[r * n // w : (r + 1) * n // w]
 
+    def my_work(self, items: Iterable, *, equal: bool = False) -> Iterable[tuple[Any, bool]]:
+        """``(item, keep)`` for this rank's share (:meth:`my_share`; ``keep`` True). ``equal``:
+        every rank gets the same number of entries (the largest share, ``ceil(n/W)``), a short
+        rank's extra ones repeating an item with ``keep`` False (to be run with its loss times
+        zero): FSDP2 needs every rank to run the same forwards and backwards."""
+        if not equal:
+            return ((x, True) for x in self.my_share(items))
+        items = list(items)
+        mine = list(self.my_share(items))
+        most = -(-len(items) // self.world_size)
+        return [(x, True) for x in mine] + [(items[-1], False)] * (most - len(mine))
+
     def all_reduce_grads(self, params: Sequence[torch.Tensor]) -> None:
         """Sum ``.grad`` of ``params`` across ranks, in place. A parameter without a gradient on
         some rank counts as zeros there; one without a gradient on every rank keeps ``None``
         (as in one process, where e.g. a step with no value target leaves the heads' grads
         unset)."""
-        if self.world_size == 1 or not params:
+        if self.world_size == 1:
             return
-        params = list(params)
+        # FSDP2's parameters (DTensors) have had their gradients reduce-scattered already
+        params = [p for p in params if not isinstance(p, DTensor)]
+        if not params:
+            return
         device = _comm_device(params[0].device)
         has = torch.tensor([p.grad is not None for p in params], dtype=torch.int32, device=device)
         tdist.all_reduce(has, op=tdist.ReduceOp.MAX)
@@ -92,6 +109,39 @@ class Dist:
 
 
 SINGLE = Dist.single()  # the default of the updates' ``dist`` argument
+
+
+def is_sharded(model: torch.nn.Module) -> bool:
+    """Whether :func:`shard_model` (FSDP2) sharded ``model``."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return any(isinstance(m, FSDPModule) for m in model.modules())
+
+
+def shard_model(policy, dist: Dist):
+    """Opt-in FSDP2: shard the policy's LM (each decoder layer, then the LM), a separate critic
+    backbone (the same) and the value head across the ranks; returns ``policy``. Gradients are
+    *summed* across ranks (the divide factor is 1, a plain SUM reduce-scatter), as
+    :meth:`Dist.all_reduce_grads` does, so the updates stay the single-process ones. Build the
+    optimiser after sharding. The frozen reference model is not sharded. One process: a no-op."""
+    if dist.world_size == 1:
+        return policy
+    from torch.distributed.fsdp import FSDPModule, fully_shard
+
+    for module in (policy.lm, getattr(policy, "critic_backbone", None)):
+        if module is None:
+            continue
+        for layer in module.modules():
+            if type(layer).__name__.endswith("DecoderLayer"):
+                fully_shard(layer)
+        fully_shard(module)
+    if getattr(policy, "value_head", None) is not None:
+        fully_shard(policy.value_head)
+    for m in policy.modules():
+        if isinstance(m, FSDPModule):
+            m.set_gradient_divide_factor(1.0)
+            m.set_force_sum_reduction_for_comms(True)  # gloo has no PREMUL_SUM
+    return policy
 
 
 def _comm_device(device: torch.device | None = None) -> torch.device:

@@ -43,7 +43,7 @@ from hiper.train.batch import (
     pad_token_id,
     select_rows,
 )
-from hiper.train.distributed import SINGLE, Dist
+from hiper.train.distributed import SINGLE, Dist, is_sharded
 from hiper.train.losses import (
     entropy_bonus,
     kl_k3,
@@ -240,15 +240,17 @@ def value_loss(values: torch.Tensor, micro, norm: Normalizers, cfg: PPOConfig, h
     return per_head, clipped
 
 
-def ppo_loss(model, micro, norm: Normalizers, cfg: PPOConfig, batch):
+def ppo_loss(model, micro, norm: Normalizers, cfg: PPOConfig, batch, values: bool = False):
     """One micro-batch's share of the mini-batch loss (module docstring) and its statistics
     (detached): ``pg_loss``, the policy-loss statistics, ``kl``, ``entropy``, ``value_loss`` and
-    per head ``value_loss/<head>``, ``value_clip_frac/<head>``, and ``loss``."""
+    per head ``value_loss/<head>``, ``value_clip_frac/<head>``, and ``loss``. ``values``: run the
+    critic even without value targets (FSDP2: every rank runs the same modules), its output
+    joining the loss times zero."""
     want_v = micro.vt_b.numel() > 0
     out = model(
         micro.input_ids,
         micro.attention_mask,
-        with_values=want_v,
+        with_values=want_v or values,
         with_entropy=True,
         temperature=batch.temperature,
         # every term reads response tokens only: skip the prompts' logits
@@ -288,6 +290,8 @@ def ppo_loss(model, micro, norm: Normalizers, cfg: PPOConfig, batch):
         for h, name in enumerate(batch.heads):
             stats[f"value_loss/{name}"] = per_head[h]
             stats[f"value_clip_frac/{name}"] = clipped[h]
+    elif values and out.values is not None:
+        loss = loss + 0.0 * out.values.sum()
     stats["loss"] = loss
     return loss, {k: v.detach() for k, v in stats.items()}
 
@@ -319,6 +323,8 @@ def ppo_update(
     gen = torch.Generator().manual_seed(seeds.shuffle_seed(cfg.seed, iteration))
     sums: dict[str, float] = defaultdict(float)
     steps = skipped = 0
+    fsdp = dist.world_size > 1 and is_sharded(model)
+    values = fsdp and batch.vt_row.numel() > 0
     optimizer.zero_grad(set_to_none=True)
     with _training(model):
         for mb in _mini_batches(batch, cfg, cfg.ppo_epochs, gen):
@@ -326,8 +332,10 @@ def ppo_update(
                 continue  # nothing to learn from (no trained token, no value target)
             norm, step = Normalizers.of(mb, device), {}
             micros = micro_batches(mb, cfg.micro_batch_rows, cfg.micro_batch_tokens, pad_id)
-            for micro in dist.my_share(micros):
-                loss, stats = ppo_loss(model, micro.to(device), norm, cfg, batch)
+            for micro, keep in dist.my_work(micros, equal=fsdp):
+                loss, stats = ppo_loss(model, micro.to(device), norm, cfg, batch, values)
+                if not keep:  # FSDP2's padding: run like the others, count for nothing
+                    loss, stats = loss * 0.0, {}
                 loss.backward()
                 for k, v in stats.items():
                     step[k] = step[k] + v if k in step else v
@@ -372,6 +380,7 @@ def critic_update(
     device, pad_id = model_device(model), pad_token_id(model)
     gen = torch.Generator().manual_seed(seeds.shuffle_seed(cfg.seed, iteration))
     epochs = cfg.critic_epochs if epochs is None else epochs
+    fsdp = dist.world_size > 1 and is_sharded(model)
     sums: dict[str, float] = defaultdict(float)
     steps = skipped = 0
     optimizer.zero_grad(set_to_none=True)
@@ -381,12 +390,16 @@ def critic_update(
                 continue
             norm, per_head = Normalizers.of(mb, device), 0.0
             micros = micro_batches(mb, cfg.micro_batch_rows, cfg.micro_batch_tokens, pad_id)
-            for micro in dist.my_share(micros):
-                if micro.vt_b.numel() > 0:
+            for micro, keep in dist.my_work(micros, equal=fsdp):
+                if micro.vt_b.numel() > 0 or fsdp:  # FSDP2: every rank runs the critic
                     micro = micro.to(device)
                     values = model.values(micro.input_ids, micro.attention_mask)
                     head_loss = value_loss(values, micro, norm, cfg, len(batch.heads))[0]
-                    (cfg.vf_coef * head_loss.sum()).backward()
+                    loss = cfg.vf_coef * head_loss.sum()
+                    if fsdp:  # the critic takes part in every backward; padding counts 0
+                        loss = (loss + 0.0 * values.sum()) * float(keep)
+                        head_loss = head_loss * float(keep)
+                    loss.backward()
                     per_head = per_head + head_loss.detach()
             if dist.world_size > 1:
                 per_head = _sum_heads(dist, per_head, len(batch.heads))

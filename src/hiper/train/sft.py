@@ -30,7 +30,7 @@ from hiper.train.batch import (
     model_device,
     pad_token_id,
 )
-from hiper.train.distributed import SINGLE, Dist
+from hiper.train.distributed import SINGLE, Dist, is_sharded
 from hiper.train.losses import masked_sum_mean
 
 __all__ = [
@@ -106,7 +106,8 @@ def sft_update(
     try:
         optimizer.zero_grad(set_to_none=True)
         micros = micro_batches(batch, micro_batch_rows, max_tokens, pad_token_id(model))
-        for mb in dist.my_share(micros):
+        fsdp = dist.world_size > 1 and is_sharded(model)
+        for mb, keep in dist.my_work(micros, equal=fsdp):
             mb = mb.to(device)
             out = model(
                 mb.input_ids,
@@ -117,6 +118,8 @@ def sft_update(
             )
             lp = out.logprobs if out.logprobs.dtype == torch.float64 else out.logprobs.float()
             loss = sft_loss(lp, mb.loss_mask, norm)
+            if not keep:  # FSDP2's padding: run like the others, count for nothing
+                loss = loss * 0.0
             loss.backward()
             total += float(loss.detach())
         if dist.world_size > 1:
