@@ -254,6 +254,16 @@ def test_my_share_splits_contiguously():
     assert [Dist(r, 3).my_share([7]) for r in range(3)] == [[], [], [7]]
     gen = iter(items)
     assert Dist.single().my_share(gen) is gen  # one process: untouched (a generator stays lazy)
+    # FSDP2's padding: every rank runs ceil(n/W) entries, the extra ones marked not to count
+    assert [Dist(r, 3).my_work([7], equal=True) for r in range(3)] == [[(7, False)]] * 2 + [
+        [(7, True)]
+    ]
+    assert [list(Dist(r, 2).my_work(items)) for r in range(2)] == [
+        [(0, True), (1, True)],
+        [(2, True), (3, True), (4, True)],
+    ]
+    assert Dist(0, 2).my_work(items, equal=True) == [(0, True), (1, True), (4, False)]
+    assert Dist(1, 2).my_work([], equal=True) == []
 
 
 if __name__ == "__main__":
