@@ -67,7 +67,7 @@ class Dist:
         items = list(items)
         mine = list(self.my_share(items))
         most = -(-len(items) // self.world_size)
-        return [(x, True) for x in mine] + [(items[-1], False)] * (most - len(mine))
+        return [(x, True) for x in mine] + [(items[-1], False) for _ in range(most - len(mine))]
 
     def all_reduce_grads(self, params: Sequence[torch.Tensor]) -> None:
         """Sum ``.grad`` of ``params`` across ranks, in place. A parameter without a gradient on
