@@ -43,6 +43,7 @@ from hiper.train.batch import (
     pad_token_id,
     select_rows,
 )
+from hiper.train.distributed import SINGLE, Dist, is_sharded
 from hiper.train.losses import (
     entropy_bonus,
     kl_k3,
@@ -239,15 +240,17 @@ def value_loss(values: torch.Tensor, micro, norm: Normalizers, cfg: PPOConfig, h
     return per_head, clipped
 
 
-def ppo_loss(model, micro, norm: Normalizers, cfg: PPOConfig, batch):
+def ppo_loss(model, micro, norm: Normalizers, cfg: PPOConfig, batch, values: bool = False):
     """One micro-batch's share of the mini-batch loss (module docstring) and its statistics
     (detached): ``pg_loss``, the policy-loss statistics, ``kl``, ``entropy``, ``value_loss`` and
-    per head ``value_loss/<head>``, ``value_clip_frac/<head>``, and ``loss``."""
+    per head ``value_loss/<head>``, ``value_clip_frac/<head>``, and ``loss``. ``values``: run the
+    critic even without value targets (FSDP2: every rank runs the same modules), its output
+    joining the loss times zero."""
     want_v = micro.vt_b.numel() > 0
     out = model(
         micro.input_ids,
         micro.attention_mask,
-        with_values=want_v,
+        with_values=want_v or values,
         with_entropy=True,
         temperature=batch.temperature,
         # every term reads response tokens only: skip the prompts' logits
@@ -287,6 +290,8 @@ def ppo_loss(model, micro, norm: Normalizers, cfg: PPOConfig, batch):
         for h, name in enumerate(batch.heads):
             stats[f"value_loss/{name}"] = per_head[h]
             stats[f"value_clip_frac/{name}"] = clipped[h]
+    elif values and out.values is not None:
+        loss = loss + 0.0 * out.values.sum()
     stats["loss"] = loss
     return loss, {k: v.detach() for k, v in stats.items()}
 
@@ -298,6 +303,7 @@ def ppo_update(
     cfg: PPOConfig,
     *,
     iteration: int = 0,
+    dist: Dist = SINGLE,
 ) -> dict[str, float]:
     """``cfg.ppo_epochs`` epochs of mini-batch PPO steps on ``batch`` (old/reference log-probs
     and old values filled by :func:`~hiper.train.prepare.prepare_batch`), then
@@ -306,31 +312,48 @@ def ppo_update(
     ``grad_norm/<group>`` (``actor``, ``critic``; before clipping), ``explained_var/<head>``
     (old values vs targets over the whole batch), ``tokens`` (trained tokens per epoch),
     ``value_targets``, ``steps``, ``skipped_steps``; with critic epochs ``critic_value_loss``
-    and ``critic_steps``."""
+    and ``critic_steps``.
+
+    ``dist``: data parallelism (:mod:`hiper.train.distributed`). Every rank passes the same
+    ``batch``; each mini-batch's micro-batches are split between the ranks, gradients and step
+    statistics are summed across them before clipping, so every rank takes the same steps and
+    gets the same metrics as one process would."""
     _check_batch(model, batch, cfg)
     device, pad_id = model_device(model), pad_token_id(model)
     gen = torch.Generator().manual_seed(seeds.shuffle_seed(cfg.seed, iteration))
     sums: dict[str, float] = defaultdict(float)
     steps = skipped = 0
+    fsdp = dist.world_size > 1 and is_sharded(model)
+    values = fsdp and batch.vt_row.numel() > 0
     optimizer.zero_grad(set_to_none=True)
     with _training(model):
         for mb in _mini_batches(batch, cfg, cfg.ppo_epochs, gen):
             if mb.num_tokens == 0 and mb.vt_row.numel() == 0:
                 continue  # nothing to learn from (no trained token, no value target)
             norm, step = Normalizers.of(mb, device), {}
-            for micro in micro_batches(mb, cfg.micro_batch_rows, cfg.micro_batch_tokens, pad_id):
-                loss, stats = ppo_loss(model, micro.to(device), norm, cfg, batch)
+            micros = micro_batches(mb, cfg.micro_batch_rows, cfg.micro_batch_tokens, pad_id)
+            for micro, keep in dist.my_work(micros, equal=fsdp):
+                loss, stats = ppo_loss(model, micro.to(device), norm, cfg, batch, values)
+                if not keep:  # FSDP2's padding: run like the others, count for nothing
+                    loss, stats = loss * 0.0, {}
                 loss.backward()
                 for k, v in stats.items():
                     step[k] = step[k] + v if k in step else v
-            norms = _clip_and_step(optimizer, cfg.grad_clip)
+            if dist.world_size > 1:
+                step = dist.all_reduce_sum(step)
+            norms = _clip_and_step(optimizer, cfg.grad_clip, dist=dist)
             steps, skipped = steps + 1, skipped + (not all(map(math.isfinite, norms.values())))
             for k, v in {**{f"grad_norm/{g}": n for g, n in norms.items()}, **step}.items():
                 sums[k] += float(v)
     metrics = {k: v / max(steps, 1) for k, v in sums.items()}
     if batch.vt_row.numel() > 0 and cfg.critic_epochs > 0:
         extra = critic_update(
-            model, optimizer, batch, cfg, iteration=iteration + seeds.CRITIC_EPOCHS_OFFSET
+            model,
+            optimizer,
+            batch,
+            cfg,
+            iteration=iteration + seeds.CRITIC_EPOCHS_OFFSET,
+            dist=dist,
         )
         metrics.update(critic_value_loss=extra["value_loss"], critic_steps=extra["steps"])
     return {**metrics, **_batch_metrics(batch, steps, skipped)}
@@ -344,6 +367,7 @@ def critic_update(
     *,
     iteration: int = 0,
     epochs: int | None = None,
+    dist: Dist = SINGLE,
 ) -> dict[str, float]:
     """``epochs`` (default ``cfg.critic_epochs``) epochs of mini-batch steps on the value loss
     alone, with the same targets, normalisers and value clip as :func:`ppo_update`: the
@@ -352,10 +376,11 @@ def critic_update(
     and the actor group's gradients are dropped, so a shared backbone (an actor parameter) and
     the policy stay unchanged. Metrics: ``value_loss`` (mean over the steps) and
     ``value_loss/<head>``, ``grad_norm/<group>``, ``explained_var/<head>``, ``steps``,
-    ``skipped_steps``, ``tokens``, ``value_targets``."""
+    ``skipped_steps``, ``tokens``, ``value_targets``. ``dist``: as in :func:`ppo_update`."""
     device, pad_id = model_device(model), pad_token_id(model)
     gen = torch.Generator().manual_seed(seeds.shuffle_seed(cfg.seed, iteration))
     epochs = cfg.critic_epochs if epochs is None else epochs
+    fsdp = dist.world_size > 1 and is_sharded(model)
     sums: dict[str, float] = defaultdict(float)
     steps = skipped = 0
     optimizer.zero_grad(set_to_none=True)
@@ -364,14 +389,21 @@ def critic_update(
             if mb.vt_row.numel() == 0:
                 continue
             norm, per_head = Normalizers.of(mb, device), 0.0
-            for micro in micro_batches(mb, cfg.micro_batch_rows, cfg.micro_batch_tokens, pad_id):
-                if micro.vt_b.numel() > 0:
+            micros = micro_batches(mb, cfg.micro_batch_rows, cfg.micro_batch_tokens, pad_id)
+            for micro, keep in dist.my_work(micros, equal=fsdp):
+                if micro.vt_b.numel() > 0 or fsdp:  # FSDP2: every rank runs the critic
                     micro = micro.to(device)
                     values = model.values(micro.input_ids, micro.attention_mask)
                     head_loss = value_loss(values, micro, norm, cfg, len(batch.heads))[0]
-                    (cfg.vf_coef * head_loss.sum()).backward()
+                    loss = cfg.vf_coef * head_loss.sum()
+                    if fsdp:  # the critic takes part in every backward; padding counts 0
+                        loss = (loss + 0.0 * values.sum()) * float(keep)
+                        head_loss = head_loss * float(keep)
+                    loss.backward()
                     per_head = per_head + head_loss.detach()
-            norms = _clip_and_step(optimizer, cfg.grad_clip, frozen="actor")
+            if dist.world_size > 1:
+                per_head = _sum_heads(dist, per_head, len(batch.heads))
+            norms = _clip_and_step(optimizer, cfg.grad_clip, frozen="actor", dist=dist)
             steps, skipped = steps + 1, skipped + (not all(map(math.isfinite, norms.values())))
             sums["value_loss"] += float(per_head.sum())
             for h, name in enumerate(batch.heads):
@@ -408,15 +440,27 @@ def _mini_batches(batch: TrainBatch, cfg: PPOConfig, epochs: int, gen: torch.Gen
             yield select_rows(batch, order[start : start + size])
 
 
-def _clip_and_step(optimizer, max_norm: float | None, frozen: str | None = None) -> dict:
+def _sum_heads(dist: Dist, per_head, heads: int) -> torch.Tensor:
+    """The per-head value losses summed across ranks (a rank without targets has ``0.0``)."""
+    mine = {str(h): per_head[h] for h in range(heads)} if torch.is_tensor(per_head) else {}
+    total = dist.all_reduce_sum(mine)
+    return torch.tensor([total.get(str(h), 0.0) for h in range(heads)], dtype=torch.float64)
+
+
+def _clip_and_step(
+    optimizer, max_norm: float | None, frozen: str | None = None, dist: Dist = SINGLE
+) -> dict:
     """Clip each parameter group's gradient norm on its own (one global norm would let the
     critic's gradient set the actor's step), step unless a norm is not finite, zero the
-    gradients. The ``frozen`` group's gradients are dropped first (it does not move). Returns
-    each group's norm before clipping."""
+    gradients. The ``frozen`` group's gradients are dropped first (it does not move). With
+    several ranks the gradients are summed across them before the norms. Returns each group's
+    norm before clipping."""
     for g in optimizer.param_groups:
         if frozen is not None and g.get("name", "actor") == frozen:
             for p in g["params"]:
                 p.grad = None
+    if dist.world_size > 1:
+        dist.all_reduce_grads([p for g in optimizer.param_groups for p in g["params"]])
     norms = {
         g.get("name", str(i)): _clip_group(g["params"], max_norm)
         for i, g in enumerate(optimizer.param_groups)

@@ -30,6 +30,7 @@ from hiper.train.batch import (
     model_device,
     pad_token_id,
 )
+from hiper.train.distributed import SINGLE, Dist, is_sharded
 from hiper.train.losses import masked_sum_mean
 
 __all__ = [
@@ -72,6 +73,7 @@ def sft_update(
     *,
     grad_clip: float | None = 1.0,
     max_tokens: int | None = None,
+    dist: Dist = SINGLE,
 ) -> dict[str, float]:
     """One optimiser step on ``examples``: gradient accumulated over micro-batches of
     ``micro_batch_rows`` rows (None: all at once), each micro-batch's NLL divided by the token count
@@ -80,6 +82,10 @@ def sft_update(
     ``micro_batch_rows`` may also be a config object with ``micro_batch_rows`` (and optionally
     ``grad_clip``) attributes. Returns ``loss`` (mean NLL before the step), ``tokens``,
     ``grad_norm`` (before clipping), ``rows``.
+
+    ``dist``: data parallelism (:mod:`hiper.train.distributed`): every rank passes the same
+    ``examples``, backpropagates its share of the micro-batches; gradients and the loss are
+    summed across ranks before clipping, so every rank takes the step one process would.
     """
     if hasattr(micro_batch_rows, "micro_batch_rows"):
         cfg = micro_batch_rows
@@ -99,7 +105,9 @@ def sft_update(
     total = 0.0
     try:
         optimizer.zero_grad(set_to_none=True)
-        for mb in micro_batches(batch, micro_batch_rows, max_tokens, pad_token_id(model)):
+        micros = micro_batches(batch, micro_batch_rows, max_tokens, pad_token_id(model))
+        fsdp = dist.world_size > 1 and is_sharded(model)
+        for mb, keep in dist.my_work(micros, equal=fsdp):
             mb = mb.to(device)
             out = model(
                 mb.input_ids,
@@ -110,8 +118,13 @@ def sft_update(
             )
             lp = out.logprobs if out.logprobs.dtype == torch.float64 else out.logprobs.float()
             loss = sft_loss(lp, mb.loss_mask, norm)
+            if not keep:  # FSDP2's padding: run like the others, count for nothing
+                loss = loss * 0.0
             loss.backward()
             total += float(loss.detach())
+        if dist.world_size > 1:
+            dist.all_reduce_grads(params)
+            total = dist.all_reduce_sum({"loss": total}).get("loss", 0.0)
         if grad_clip is not None:
             gn = float(torch.nn.utils.clip_grad_norm_(params, grad_clip))
         else:

@@ -1,0 +1,172 @@
+"""Data parallelism for the updates (issue 17, first step): every rank holds the whole batch and
+takes the same optimiser steps; each mini-batch's micro-batches are split between the ranks.
+
+Per mini-batch, every rank computes the normalisers on the whole mini-batch (as one process
+does), backpropagates its contiguous share of the micro-batches (:meth:`Dist.my_share`), then the
+gradients and the step statistics are *summed* across ranks (:meth:`Dist.all_reduce_grads`,
+:meth:`Dist.all_reduce_sum`). Since every micro-batch's loss is already divided by its
+mini-batch's counts, the sum is the gradient of the mini-batch loss: the update is the
+single-process update up to float summation order. With :meth:`Dist.single` nothing is
+communicated and the single-process code path is unchanged.
+
+Launch with ``torchrun --nproc_per_node N ...`` and call :func:`init_from_env` (gloo on CPU,
+nccl on CUDA).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as tdist
+from torch.distributed.tensor import DTensor
+
+__all__ = ["SINGLE", "Dist", "init_from_env", "is_sharded", "shard_model"]
+
+
+@dataclass(frozen=True)
+class Dist:
+    """This process's place among the data-parallel ranks (``rank`` of ``world_size``)."""
+
+    rank: int = 0
+    world_size: int = 1
+
+    def __post_init__(self) -> None:
+        if self.world_size < 1 or not 0 <= self.rank < self.world_size:
+            raise ValueError(f"bad rank {self.rank} of world size {self.world_size}")
+
+    @classmethod
+    def single(cls) -> Dist:
+        """One process: no collective is ever called."""
+        return cls(0, 1)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def my_share(self, items: Iterable) -> Iterable:
+        """This rank's contiguous share of ``items``: rank r of W gets
+        ``items[r*n//W : (r+1)*n//W]`` (a rank may get none). One process: ``items`` itself,
+        untouched (a generator stays lazy)."""
+        if self.world_size == 1:
+            return items
+        items = list(items)
+        n, r, w = len(items), self.rank, self.world_size
+        return items[r * n // w : (r + 1) * n // w]
+
+    def my_work(self, items: Iterable, *, equal: bool = False) -> Iterable[tuple[Any, bool]]:
+        """``(item, keep)`` for this rank's share (:meth:`my_share`; ``keep`` True). ``equal``:
+        every rank gets the same number of entries (the largest share, ``ceil(n/W)``), a short
+        rank's extra ones repeating an item with ``keep`` False (to be run with its loss times
+        zero): FSDP2 needs every rank to run the same forwards and backwards."""
+        if not equal:
+            return ((x, True) for x in self.my_share(items))
+        items = list(items)
+        mine = list(self.my_share(items))
+        most = -(-len(items) // self.world_size)
+        return [(x, True) for x in mine] + [(items[-1], False) for _ in range(most - len(mine))]
+
+    def all_reduce_grads(self, params: Sequence[torch.Tensor]) -> None:
+        """Sum ``.grad`` of ``params`` across ranks, in place. A parameter without a gradient on
+        some rank counts as zeros there; one without a gradient on every rank keeps ``None``
+        (as in one process, where e.g. a step with no value target leaves the heads' grads
+        unset)."""
+        if self.world_size == 1:
+            return
+        # FSDP2's parameters (DTensors) have had their gradients reduce-scattered already
+        params = [p for p in params if not isinstance(p, DTensor)]
+        if not params:
+            return
+        device = _comm_device(params[0].device)
+        has = torch.tensor([p.grad is not None for p in params], dtype=torch.int32, device=device)
+        tdist.all_reduce(has, op=tdist.ReduceOp.MAX)
+        for p, any_grad in zip(params, has.tolist(), strict=True):
+            if not any_grad:
+                continue
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            tdist.all_reduce(p.grad, op=tdist.ReduceOp.SUM)
+
+    def all_reduce_sum(self, values: Mapping[str, float | torch.Tensor]) -> dict[str, float]:
+        """The sum across ranks of each statistic (a key missing on a rank counts as 0); the
+        result holds every key some rank has."""
+        local = {k: float(v) for k, v in values.items()}
+        if self.world_size == 1:
+            return local
+        key_lists: list[list[str] | None] = [None] * self.world_size
+        tdist.all_gather_object(key_lists, sorted(local))
+        keys = sorted({k for ks in key_lists for k in ks or ()})
+        if not keys:
+            return {}
+        buf = torch.tensor(
+            [local.get(k, 0.0) for k in keys], dtype=torch.float64, device=_comm_device()
+        )
+        tdist.all_reduce(buf, op=tdist.ReduceOp.SUM)
+        return dict(zip(keys, buf.tolist(), strict=True))
+
+
+SINGLE = Dist.single()  # the default of the updates' ``dist`` argument
+
+
+def is_sharded(model: torch.nn.Module) -> bool:
+    """Whether :func:`shard_model` (FSDP2) sharded ``model``."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return any(isinstance(m, FSDPModule) for m in model.modules())
+
+
+def shard_model(policy, dist: Dist):
+    """Opt-in FSDP2: shard the policy's LM (each decoder layer, then the LM), a separate critic
+    backbone (the same) and the value head across the ranks; returns ``policy``. Gradients are
+    *summed* across ranks (the divide factor is 1, a plain SUM reduce-scatter), as
+    :meth:`Dist.all_reduce_grads` does, so the updates stay the single-process ones. Build the
+    optimiser after sharding. The frozen reference model is not sharded. One process: a no-op."""
+    if dist.world_size == 1:
+        return policy
+    from torch.distributed.fsdp import FSDPModule, fully_shard
+
+    for module in (policy.lm, getattr(policy, "critic_backbone", None)):
+        if module is None:
+            continue
+        for layer in module.modules():
+            if type(layer).__name__.endswith("DecoderLayer"):
+                fully_shard(layer)
+        fully_shard(module)
+    if getattr(policy, "value_head", None) is not None:
+        fully_shard(policy.value_head)
+    for m in policy.modules():
+        if isinstance(m, FSDPModule):
+            m.set_gradient_divide_factor(1.0)
+            m.set_force_sum_reduction_for_comms(True)  # gloo has no PREMUL_SUM
+    return policy
+
+
+def _comm_device(device: torch.device | None = None) -> torch.device:
+    """Where a collective's tensor must live: CUDA for nccl, the CPU otherwise."""
+    if tdist.get_backend() == "nccl":
+        if device is not None and device.type == "cuda":
+            return device
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def init_from_env() -> Dist:
+    """The :class:`Dist` of this process from torchrun's ``RANK``, ``WORLD_SIZE`` and
+    ``LOCAL_RANK`` (one process when ``WORLD_SIZE`` is unset or 1). With more than one process,
+    initialises ``torch.distributed`` (``MASTER_ADDR``/``MASTER_PORT`` from the environment):
+    nccl with this process on GPU ``LOCAL_RANK`` when CUDA is available, gloo otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist.single()
+    rank = int(os.environ["RANK"])
+    if not tdist.is_initialized():
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", rank)))
+            backend = "nccl"
+        else:
+            backend = "gloo"
+        tdist.init_process_group(backend, rank=rank, world_size=world)
+    return Dist(rank, world)

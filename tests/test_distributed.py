@@ -1,0 +1,270 @@
+"""Data-parallel updates (issue 17, first step): 2 processes (gloo, CPU) on the same batch take
+exactly the single-process PPO, critic and SFT steps, and ``Dist.single()`` is the old call bit
+for bit.
+
+The two ranks run this file as a script (``RANK``/``WORLD_SIZE``/``MASTER_*`` set by the test,
+as torchrun would); each builds the same batch from a tiny saved model and synthetic trajectories
+through the real :func:`~hiper.train.prepare.prepare_batch`, for HAE (value reads, value targets)
+and GRPO (none), and saves its metrics and updated parameters for the test to compare.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HEADS = ("high", "low", "term")
+ESTIMATORS = ("hae", "grpo")
+ROOT = Path(__file__).resolve().parents[1]
+# 4 episodes x 3 turns = 12 rows; mini-batches of 5, 5 and 2 rows; micro-batches of 2 rows: the
+# 5-row mini-batches split 1 / 2 micro-batches between 2 ranks, the 2-row one 0 / 1 (a rank with
+# nothing to do). Large learning rates so that the parameters visibly move.
+CFG = dict(
+    mini_batch_rows=5,
+    micro_batch_rows=2,
+    critic_epochs=1,
+    actor_lr=1e-3,
+    critic_lr=1e-3,
+    seed=3,
+)
+
+
+def trajectories(tokenizer, episodes: int = 4, turns: int = 3, seed: int = 0):
+    """Deterministic synthetic episodes: protocol-formatted responses, sparse rewards, pairs of
+    episodes per task (GRPO's groups), odd episodes truncated with a final prompt (HAE's
+    bootstrap read)."""
+    from hiper.protocol import parse
+    from hiper.types import KEEP, SWITCH, Trajectory, Turn
+
+    rng = np.random.default_rng(seed)
+    actions = ["go to table 1", "take apple 1", "open fridge 1", "look", "put apple 1 in fridge 1"]
+    out = []
+    for b in range(episodes):
+        ts = []
+        for t in range(turns):
+            switch = SWITCH if t == 0 or rng.random() < 0.4 else KEEP
+            action = actions[int(rng.integers(len(actions)))]
+            text = (
+                f"<switch>{switch}</switch>\n<subgoal>find the apple {b}</subgoal>\n"
+                f"<action>{action}</action>"
+            )
+            ids = tokenizer.encode(text, add_special_tokens=False)
+            prompt = tokenizer.encode(
+                f"You see table {b} and fridge {t}.", add_special_tokens=False
+            )
+            ts.append(
+                Turn(
+                    observation=f"obs {b} {t}",
+                    response_text=tokenizer.decode(ids, skip_special_tokens=True),
+                    decision=parse(text),
+                    reward=float(rng.random() < 0.3),
+                    terminated=(t == turns - 1 and b % 2 == 0),
+                    prompt_ids=np.asarray(prompt, np.int64),
+                    response_ids=np.asarray(ids, np.int64),
+                )
+            )
+        info = {}
+        if b % 2 == 1:
+            info["final_prompt_ids"] = np.asarray(
+                tokenizer.encode(f"You see a shelf {b}.", add_special_tokens=False), np.int64
+            )
+        out.append(Trajectory(task_id=f"task{b // 2}", turns=ts, info=info))
+    return out
+
+
+def run_case(
+    model_dir: str, estimator: str, dist=None, *, sft: bool = False, fsdp: bool = False
+) -> dict:
+    """Load the policy (sharded with FSDP2 when ``fsdp``), prepare the batch, run one
+    ``ppo_update`` (with a critic epoch) or one ``sft_update`` on its turns; returns the metrics
+    and every trainable parameter after (whole)."""
+    from torch.distributed.tensor import DTensor
+
+    from hiper.algos.base import get_estimator
+    from hiper.algos.shaping import ShapingConfig
+    from hiper.models.policy import load_policy
+    from hiper.protocol.masks import TokenAligner
+    from hiper.train.distributed import is_sharded, shard_model
+    from hiper.train.ppo import PPOConfig, make_optimizer, ppo_update
+    from hiper.train.prepare import prepare_batch
+    from hiper.train.sft import SFTExample, sft_update
+
+    torch.manual_seed(0)
+    policy = load_policy(model_dir, critic="separate", heads=HEADS, reference=True)
+    if fsdp:
+        shard_model(policy, dist)
+        assert is_sharded(policy) and isinstance(next(policy.lm.parameters()), DTensor)
+    cfg = PPOConfig(**CFG)
+    opt = make_optimizer(policy, cfg)
+    trajs = trajectories(policy.tokenizer)
+    kw = {} if dist is None else {"dist": dist}
+    if sft:
+        ex = [SFTExample(t.prompt_ids, t.response_ids) for tr in trajs for t in tr.turns]
+        metrics = sft_update(policy, opt, ex, 2, **kw)
+    else:
+        prep = prepare_batch(
+            policy,
+            TokenAligner(policy.tokenizer),
+            trajs,
+            estimator,
+            get_estimator(estimator).config(),
+            ShapingConfig(),
+            4,
+        )
+        metrics = ppo_update(policy, opt, prep.batch, cfg, iteration=1, **kw)
+    params = {
+        n: (p.full_tensor() if isinstance(p, DTensor) else p).detach().clone()
+        for n, p in policy.named_parameters()
+        if p.requires_grad
+    }
+    return {"metrics": metrics, "params": params}
+
+
+def _worker(model_dir: str, out_dir: str) -> None:
+    import torch.distributed as tdist
+
+    from hiper.train.distributed import init_from_env
+
+    torch.set_num_threads(1)
+    dist = init_from_env()
+    results = {est: run_case(model_dir, est, dist) for est in ESTIMATORS}
+    results["sft"] = run_case(model_dir, "", dist, sft=True)
+    for est in ESTIMATORS:
+        results[f"fsdp_{est}"] = run_case(model_dir, est, dist, fsdp=True)
+    results["fsdp_sft"] = run_case(model_dir, "", dist, sft=True, fsdp=True)
+    torch.save(results, Path(out_dir) / f"rank{dist.rank}.pt")
+    tdist.destroy_process_group()
+
+
+# ---------------------------------------------------------------------------------------------
+# the tests
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _bits(metrics: dict) -> dict:
+    """Metrics compared exactly (``repr`` round-trips a float; NaN equals NaN)."""
+    return {k: repr(v) for k, v in metrics.items()}
+
+
+def _close(a: dict, b: dict, rtol: float = 1e-5, atol: float = 1e-6) -> tuple[float, float]:
+    """Assert two results match; returns the max abs difference of parameters and metrics."""
+    assert a["metrics"].keys() == b["metrics"].keys()
+    dm = 0.0
+    for k, x in a["metrics"].items():
+        y = b["metrics"][k]
+        if np.isnan(x) and np.isnan(y):
+            continue
+        assert abs(x - y) <= atol + rtol * abs(y), (k, x, y)
+        dm = max(dm, abs(x - y))
+    assert a["params"].keys() == b["params"].keys()
+    dp = 0.0
+    for k, x in a["params"].items():
+        y = b["params"][k]
+        assert torch.allclose(x, y, rtol=rtol, atol=atol), (k, float((x - y).abs().max()))
+        dp = max(dp, float((x - y).abs().max()))
+    return dp, dm
+
+
+def test_two_ranks_take_the_single_process_steps(tiny_model_dir, tmp_path):
+    """Plain data parallelism and FSDP2 (``shard_model``), for HAE, GRPO and SFT."""
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(_free_port()),
+        "WORLD_SIZE": "2",
+    }
+    t0 = time.perf_counter()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, __file__, str(tiny_model_dir), str(tmp_path)],
+            env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for r in range(2)
+    ]
+    logs = [p.communicate(timeout=300)[0] for p in procs]
+    for p, log in zip(procs, logs, strict=True):
+        assert p.returncode == 0, log[-4000:]
+    t_dist = time.perf_counter() - t0
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    single = {est: run_case(str(tiny_model_dir), est) for est in ESTIMATORS}
+    single["sft"] = run_case(str(tiny_model_dir), "", sft=True)
+    t_single = time.perf_counter() - t0
+
+    for case in (*ESTIMATORS, "sft", *(f"fsdp_{e}" for e in ESTIMATORS), "fsdp_sft"):
+        # both ranks hold the same model after the update (bit for bit: the same reduced
+        # gradients and the same optimiser step)
+        for k, x in ranks[0][case]["params"].items():
+            assert torch.equal(x, ranks[1][case]["params"][k]), (case, k)
+        assert _bits(ranks[0][case]["metrics"]) == _bits(ranks[1][case]["metrics"])
+        dp, dm = _close(ranks[0][case], single[case.removeprefix("fsdp_")])
+        print(f"{case}: 2 vs 1 process: max |d param| {dp:.2e}, max |d metric| {dm:.2e}")
+    # the update did move the model, the critic and the heads
+    from hiper.models.policy import load_policy
+
+    torch.manual_seed(0)
+    fresh = load_policy(tiny_model_dir, critic="separate", heads=HEADS, reference=True)
+    start = {n: p.detach() for n, p in fresh.named_parameters() if p.requires_grad}
+    moved = {n for n, x in single["hae"]["params"].items() if not torch.equal(x, start[n])}
+    assert any("value_head" in n for n in moved) and any("critic_backbone" in n for n in moved), (
+        sorted(moved)[:5]
+    )
+    assert len(moved) > len(start) // 2
+    assert single["hae"]["metrics"]["steps"] == 3 and single["hae"]["metrics"]["critic_steps"] == 3
+    print(f"2 ranks: {t_dist:.1f} s (with start-up); 1 process: {t_single:.1f} s")
+
+
+def test_single_dist_is_the_old_call_bit_for_bit(tiny_model_dir):
+    from hiper.train.distributed import Dist
+
+    torch.set_num_threads(1)
+    for case in ESTIMATORS:
+        old = run_case(str(tiny_model_dir), case)
+        new = run_case(str(tiny_model_dir), case, Dist.single())
+        assert _bits(old["metrics"]) == _bits(new["metrics"])
+        for k, x in old["params"].items():
+            assert torch.equal(x, new["params"][k]), k
+
+
+def test_my_share_splits_contiguously():
+    from hiper.train.distributed import Dist
+
+    items = list(range(5))
+    shares = [Dist(r, 2).my_share(items) for r in range(2)]
+    assert shares == [[0, 1], [2, 3, 4]]
+    assert [Dist(r, 3).my_share([7]) for r in range(3)] == [[], [], [7]]
+    gen = iter(items)
+    assert Dist.single().my_share(gen) is gen  # one process: untouched (a generator stays lazy)
+    # FSDP2's padding: every rank runs ceil(n/W) entries, the extra ones marked not to count
+    assert [Dist(r, 3).my_work([7], equal=True) for r in range(3)] == [[(7, False)]] * 2 + [
+        [(7, True)]
+    ]
+    assert [list(Dist(r, 2).my_work(items)) for r in range(2)] == [
+        [(0, True), (1, True)],
+        [(2, True), (3, True), (4, True)],
+    ]
+    assert Dist(0, 2).my_work(items, equal=True) == [(0, True), (1, True), (4, False)]
+    assert Dist(1, 2).my_work([], equal=True) == []
+
+
+if __name__ == "__main__":
+    _worker(sys.argv[1], sys.argv[2])
