@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -117,3 +120,18 @@ def config(run_dir: Path, *extra: str):
 #: Model output and an observation that would run script if a page rendered them as markup.
 INJECTED_RESPONSE = '<img src=x onerror="window.__xss = 1; alert(1)">'
 INJECTED_OBSERVATION = "<script>window.__xss = 2</script><b>bold?</b>"
+
+
+def run_hiper(argv: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
+    """``hiper ARGV`` in a real process (this checkout's sources first on its path), its output
+    captured as text: for what only a real process shows (stderr not a terminal, exit codes)."""
+    from tests.conftest import PROJECT_ROOT
+
+    src = os.pathsep.join([str(PROJECT_ROOT / "src"), os.environ.get("PYTHONPATH", "")])
+    return subprocess.run(
+        [sys.executable, "-m", "hiper.cli", *argv],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": src},
+    )

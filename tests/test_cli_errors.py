@@ -4,11 +4,8 @@ loaded or trained; ``hiper --debug`` re-raises, and an unexpected error keeps it
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +15,7 @@ from hiper.cli import app
 from hiper.config import ConfigError
 from hiper.train.config import load_train_config
 from tests.conftest import PROJECT_ROOT
+from tests.helpers import run_hiper
 
 QUICKSTART = str(PROJECT_ROOT / "configs" / "quickstart.yaml")
 
@@ -194,14 +192,7 @@ def test_view_serve_on_a_busy_port_in_a_real_process(folders):
         busy.listen()
         port = busy.getsockname()[1]
         argv = ["view", str(folders["eval"]), "--serve", "--port", str(port)]
-        src = os.pathsep.join([str(PROJECT_ROOT / "src"), os.environ.get("PYTHONPATH", "")])
-        proc = subprocess.run(
-            [sys.executable, "-m", "hiper.cli", *argv],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env={**os.environ, "PYTHONPATH": src},
-        )
+        proc = run_hiper(argv, timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.splitlines() == [
         f"error: cannot serve on 127.0.0.1:{port}: Address already in use; choose another port "

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -26,7 +23,7 @@ from hiper.eval import (
     resolve_model,
 )
 from hiper.models.policy import load_policy
-from tests.conftest import PROJECT_ROOT
+from tests.helpers import run_hiper
 
 #: Two manifest tasks, one sampling seed: seconds on the tiny model.
 QUICK = ["--tasks", "2", "--seeds", "1"]
@@ -200,15 +197,8 @@ def test_bad_device_and_dtype_are_one_line(tiny_run: Path):
 def test_eval_prints_no_third_party_noise(tiny_run: Path):
     """The real ``hiper`` process, stderr not a terminal: no progress bar at all (neither Hugging
     Face's "Loading weights" nor the evaluation's), no warnings; stdout is the JSON alone."""
-    src = os.pathsep.join([str(PROJECT_ROOT / "src"), os.environ.get("PYTHONPATH", "")])
     argv = ["eval", "--model", str(tiny_run), *QUICK, "--dtype", "bfloat16", "--json"]
-    proc = subprocess.run(
-        [sys.executable, "-m", "hiper.cli", *argv],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "PYTHONPATH": src},
-    )
+    proc = run_hiper(argv)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
     _check_results(json.loads(proc.stdout))
