@@ -122,9 +122,12 @@ INJECTED_RESPONSE = '<img src=x onerror="window.__xss = 1; alert(1)">'
 INJECTED_OBSERVATION = "<script>window.__xss = 2</script><b>bold?</b>"
 
 
-def run_hiper(argv: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
-    """``hiper ARGV`` in a real process (this checkout's sources first on its path), its output
-    captured as text: for what only a real process shows (stderr not a terminal, exit codes)."""
+def run_hiper(
+    argv: list[str], timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """``hiper ARGV`` in a real process (this checkout's sources first on its path; ``env``
+    added to the environment), its output captured as text: for what only a real process shows
+    (stderr not a terminal, exit codes, SIGKILL, torchrun)."""
     from tests.conftest import PROJECT_ROOT
 
     src = os.pathsep.join([str(PROJECT_ROOT / "src"), os.environ.get("PYTHONPATH", "")])
@@ -133,5 +136,20 @@ def run_hiper(argv: list[str], timeout: float = 300) -> subprocess.CompletedProc
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, "PYTHONPATH": src},
+        env={**os.environ, "PYTHONPATH": src, **(env or {})},
     )
+
+
+def train_quickstart(
+    run_dir: Path, *overrides: str, crash_at: str | None = None
+) -> subprocess.CompletedProcess:
+    """``hiper train configs/quickstart.yaml run_dir=RUN_DIR OVERRIDES`` in one thread per
+    process (the thread count is part of what a seed reproduces), killed at ``crash_at``
+    (``HIPER_CRASH_AT``) when given."""
+    from tests.conftest import PROJECT_ROOT
+
+    env = {"OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+    if crash_at:
+        env["HIPER_CRASH_AT"] = crash_at
+    quickstart = str(PROJECT_ROOT / "configs" / "quickstart.yaml")
+    return run_hiper(["train", quickstart, f"run_dir={run_dir}", *overrides], 600, env)

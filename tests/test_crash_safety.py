@@ -21,30 +21,15 @@ from hiper.runs.log import read_jsonl
 from hiper.train.loop import LOST, drop_lost
 from hiper.types import Trajectory, Turn
 from tests.conftest import PROJECT_ROOT
-from tests.helpers import TINY, comparable
+from tests.helpers import TINY, comparable, train_quickstart
 
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
 #: a whole run in a few seconds: 2 iterations, 6 SFT steps, a mid-SFT checkpoint every 2
 ARGS = [*TINY, "iterations=2", "eval.every=1", "sft.episodes=4", "sft.checkpoint_every=2"]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
 
 
 def train(run_dir: Path, *extra: str, crash_at: str | None = None) -> subprocess.CompletedProcess:
-    cmd = [
-        sys.executable,
-        "-m",
-        "hiper.cli",
-        "train",
-        str(PROJECT_ROOT / "configs/quickstart.yaml"),
-    ]
-    env = dict(ENV, HIPER_CRASH_AT=crash_at) if crash_at else ENV
-    return subprocess.run(
-        [*cmd, f"run_dir={run_dir}", *ARGS, *extra],
-        env=env,
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return train_quickstart(run_dir, *ARGS, *extra, crash_at=crash_at)
 
 
 def said(out: subprocess.CompletedProcess) -> str:

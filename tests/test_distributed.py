@@ -117,14 +117,41 @@ def run_case(
             get_estimator(estimator).config(),
             ShapingConfig(),
             4,
+            **kw,  # the no-grad forward split between the ranks too
         )
+        b = prep.batch
+        prepared = {
+            "old_values": b.old_values,
+            "ref_logprobs": b.ref_logprobs,
+            "old_logprobs": b.old_logprobs,
+            **{k: torch.tensor(v) for k, v in prep.advantages.stats.items()},
+        }
         metrics = ppo_update(policy, opt, prep.batch, cfg, iteration=1, **kw)
     params = {
         n: (p.full_tensor() if isinstance(p, DTensor) else p).detach().clone()
         for n, p in policy.named_parameters()
         if p.requires_grad
     }
-    return {"metrics": metrics, "params": params}
+    return {"metrics": metrics, "params": params, "prepared": {} if sft else prepared}
+
+
+def collectives(model_dir: str, dist) -> dict:
+    """What the training loop exchanges: gathered episodes, rank 0's objects, summed tensors,
+    rank 0's parameters."""
+    from hiper.models.policy import load_policy
+
+    gathered = dist.gather({"rank": dist.rank, "episodes": list(range(dist.rank + 1))})
+    told = dist.broadcast(f"from rank {dist.rank}")
+    share = torch.zeros(4)
+    share[2 * dist.rank : 2 * dist.rank + 2] = torch.tensor([1.5, -2.0]) * (dist.rank + 1)
+    dist.sum_([share, None])
+    policy = load_policy(model_dir, critic="shared", heads=HEADS, reference=False)
+    with torch.no_grad():  # replicas that drifted apart (each rank's own draw)
+        policy.value_head.weight.add_(torch.randn(policy.value_head.weight.shape) + dist.rank)
+    before = policy.value_head.weight.detach().clone()
+    dist.same_parameters(policy)
+    after = {n: p.detach().clone() for n, p in policy.named_parameters()}
+    return {"gathered": gathered, "told": told, "sum": share, "before": before, "after": after}
 
 
 def _worker(model_dir: str, out_dir: str) -> None:
@@ -139,6 +166,7 @@ def _worker(model_dir: str, out_dir: str) -> None:
     for est in ESTIMATORS:
         results[f"fsdp_{est}"] = run_case(model_dir, est, dist, fsdp=True)
     results["fsdp_sft"] = run_case(model_dir, "", dist, sft=True, fsdp=True)
+    results["collectives"] = collectives(model_dir, dist)
     torch.save(results, Path(out_dir) / f"rank{dist.rank}.pt")
     tdist.destroy_process_group()
 
@@ -210,13 +238,32 @@ def test_two_ranks_take_the_single_process_steps(tiny_model_dir, tmp_path):
     single["sft"] = run_case(str(tiny_model_dir), "", sft=True)
     t_single = time.perf_counter() - t0
 
+    # the collectives the training loop uses
+    c0, c1 = ranks[0]["collectives"], ranks[1]["collectives"]
+    episodes = [{"rank": 0, "episodes": [0]}, {"rank": 1, "episodes": [0, 1]}]
+    assert c0["gathered"] == c1["gathered"] == episodes  # in rank order, on every rank
+    assert c0["told"] == c1["told"] == "from rank 0"
+    for c in (c0, c1):  # rank 0 filled entries 0-1, rank 1 entries 2-3 (times 2)
+        assert torch.equal(c["sum"], torch.tensor([1.5, -2.0, 3.0, -4.0]))
+    assert not torch.equal(c0["before"], c1["before"])  # different draws ...
+    for k, x in c0["after"].items():  # ... made equal: rank 0's
+        assert torch.equal(x, c1["after"][k]), k
+    assert torch.equal(c1["after"]["value_head.weight"], c0["before"])
+
     for case in (*ESTIMATORS, "sft", *(f"fsdp_{e}" for e in ESTIMATORS), "fsdp_sft"):
         # both ranks hold the same model after the update (bit for bit: the same reduced
         # gradients and the same optimiser step)
         for k, x in ranks[0][case]["params"].items():
             assert torch.equal(x, ranks[1][case]["params"][k]), (case, k)
         assert _bits(ranks[0][case]["metrics"]) == _bits(ranks[1][case]["metrics"])
-        dp, dm = _close(ranks[0][case], single[case.removeprefix("fsdp_")])
+        one = single[case.removeprefix("fsdp_")]
+        # the prepared batch (its forward split between the ranks) is the single-process one,
+        # bit for bit: every entry was computed by one rank, on the same micro-batch
+        for k, x in one["prepared"].items():
+            for rank in ranks:
+                y = rank[case]["prepared"][k]
+                assert (x is None and y is None) or torch.equal(x, y), (case, k)
+        dp, dm = _close(ranks[0][case], one)
         print(f"{case}: 2 vs 1 process: max |d param| {dp:.2e}, max |d metric| {dm:.2e}")
     # the update did move the model, the critic and the heads
     from hiper.models.policy import load_policy

@@ -331,11 +331,26 @@ def train(
             "would run, and exit without training or writing anything.",
         ),
     ] = False,
+    nproc: Annotated[
+        int,
+        typer.Option(
+            help="Data-parallel processes on this machine, launched by torchrun (one per GPU; "
+            "on a CPU one per core). rollout.shards must be a multiple of it.",
+            min=1,
+        ),
+    ] = 1,
 ) -> None:
     """Run the HiPER pipeline: (tiny model) -> SFT warm start -> PPO with HAE -> evaluation."""
     from hiper.train.config import load_train_config
 
     cfg = load_train_config(config, overrides or [])  # every section checked before any work
+    if nproc > 1 and not (print_config or dry_run):
+        if cfg.rollout.shards % nproc:
+            raise ValueError(
+                f"rollout.shards={cfg.rollout.shards} cannot be split between {nproc} "
+                f"processes: set rollout.shards to a multiple of {nproc}"
+            )
+        _launch_torchrun(nproc, [config, *(overrides or []), *(["--resume"] if resume else [])])
     if print_config:
         import yaml
 
@@ -355,9 +370,26 @@ def train(
 
     hf_logging.disable_progress_bar()
 
+    from hiper.train.distributed import init_from_env
+
+    dist = init_from_env()  # torchrun's ranks (python -m hiper.train), or one process
+    if not dist.is_main:  # rank 0 alone shows progress and prints the summary
+        Trainer(cfg, resume=resume, dist=dist).run()
+        return
     with RunDisplay(cfg) as display:  # closed before an error's line is printed
-        summary = Trainer(cfg, resume=resume, progress=display.update).run()
+        summary = Trainer(cfg, resume=resume, progress=display.update, dist=dist).run()
     typer.echo(json.dumps({k: v for k, v in summary.items() if k != "last"}, indent=1))
+
+
+def _launch_torchrun(nproc: int, args: list[str]) -> None:
+    """Run ``python -m hiper.train ARGS`` in ``nproc`` processes on this machine under torchrun
+    (a free rendezvous port, one thread per process on a CPU) and exit with its status."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    cmd += [f"--nproc_per_node={nproc}", "-m", "hiper.train", *args]
+    raise typer.Exit(subprocess.call(cmd))
 
 
 @app.command()

@@ -13,6 +13,7 @@ __all__ = [
     "generate_seed",
     "rollout_seed",
     "screening_seed",
+    "shard_seed",
     "shuffle_seed",
     "task_seed_base",
 ]
@@ -38,6 +39,13 @@ def screening_seed(seed: int, wave: int) -> int:
 def generate_seed(rollout: int, call: int) -> int:
     """The seed of the ``call``-th generate call of the rollout seeded ``rollout``."""
     return rollout * 100_003 + call
+
+
+def shard_seed(rollout: int, shard: int) -> int:
+    """The sampling seed of shard ``shard`` of the rollout seeded ``rollout``
+    (``rollout.shards``); shard 0 keeps the rollout's own seed, so one shard is the unsharded
+    rollout."""
+    return rollout + shard * 1_000_000_007
 
 
 def eval_generate_seed(call: int) -> int:

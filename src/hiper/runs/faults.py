@@ -20,6 +20,7 @@ __all__ = ["POINTS", "crash_point"]
 POINTS = (
     "base_model",  # the tiny base model is written (to its temporary folder), not yet renamed
     "sft_step",  # an SFT step was taken after a mid-SFT checkpoint
+    "rollout_done",  # an iteration's episodes are played (and gathered), its update not yet taken
     "iteration_logged",  # an iteration's metrics are logged, its checkpoint not yet written
     "checkpoint",  # a checkpoint's files are written (to its temporary folder), not yet renamed
 )

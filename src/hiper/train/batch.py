@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from hiper.algos.tokens import TokenAdvantages, TurnValueTargets
+from hiper.train.distributed import SINGLE, Dist, is_sharded
 from hiper.types import Turn
 
 __all__ = [
@@ -473,6 +474,7 @@ def fill_from_forward(
     values: bool = True,
     max_tokens: int | None = None,
     logprobs: bool = True,
+    dist: Dist = SINGLE,
 ) -> TrainBatch:
     """Fill ``old_logprobs`` (response tokens, when ``logprobs``), ``ref_logprobs``
     (``model.reference_logprobs``, when ``reference``; None: when the model has one, per its
@@ -481,7 +483,12 @@ def fill_from_forward(
     ``batch.temperature``. ``logprobs=False`` keeps the ``old_logprobs`` already set (the
     sampler's) and runs the policy only where values need it (a separate critic runs alone).
     The model runs in eval mode (its previous mode is restored). Returns ``batch`` (modified in
-    place)."""
+    place).
+
+    ``dist`` (a :class:`~hiper.train.distributed.Dist`): every rank passes the same batch, runs
+    its share of the micro-batches and the results are summed across ranks, so every rank ends
+    with the single-process tensors bit for bit (each entry comes from one rank, zeros from the
+    others)."""
     if not logprobs and batch.old_logprobs is None:
         raise ValueError("logprobs=False keeps the batch's old_logprobs, but none are set")
     if reference is None:
@@ -494,7 +501,10 @@ def fill_from_forward(
         ref = old.clone() if reference else None
         want_values = values and batch.vt_row.numel() > 0
         old_v = torch.zeros(batch.vt_row.numel(), dtype=torch.float32) if want_values else None
-        for mb in micro_batches(batch, micro_batch_size, max_tokens, pad_token_id(model)):
+        micros = micro_batches(batch, micro_batch_size, max_tokens, pad_token_id(model))
+        fsdp = dist.world_size > 1 and is_sharded(model)
+        # keep False: FSDP2's padding, a forward run like the others' whose results are dropped
+        for mb, keep in dist.my_work(micros, equal=fsdp):
             ids = mb.input_ids.to(device)
             att = mb.attention_mask.to(device)
             rm = mb.response_mask.to(device)
@@ -508,7 +518,8 @@ def fill_from_forward(
                     temperature=batch.temperature,
                     logprobs_from=first,
                 )
-                old[mb.resp_index] = out.logprobs[rm].float().cpu()
+                if keep:
+                    old[mb.resp_index] = out.logprobs[rm].float().cpu()
                 values_out = out.values
             elif want_values:
                 values_out = model.values(ids, att)
@@ -516,12 +527,14 @@ def fill_from_forward(
                 ref_lp = model.reference_logprobs(
                     ids, att, temperature=batch.temperature, logprobs_from=first
                 )
-                ref[mb.resp_index] = ref_lp[rm].float().cpu()
-            if old_v is not None and mb.vt_index.numel():
+                if keep:
+                    ref[mb.resp_index] = ref_lp[rm].float().cpu()
+            if old_v is not None and keep and mb.vt_index.numel():
                 if values_out is None:
                     raise ValueError("the model returned no values but the batch has targets")
                 v = values_out[mb.vt_b.to(device), mb.vt_pos.to(device), mb.vt_head.to(device)]
                 old_v[mb.vt_index] = v.float().cpu()
+        dist.sum_([old if logprobs else None, ref, old_v])
         if logprobs:
             batch.old_logprobs = old
         if ref is not None:

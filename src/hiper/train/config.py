@@ -96,10 +96,15 @@ class RolloutSection(RolloutConfig):
     # nothing about the policy: it is left out of the update (counted in train/lost_episodes)
     # unless this is true, when it enters as the truncated episode it is
     keep_lost_episodes: bool = False
+    # every rollout (an iteration's, the pool screening's, value pre-training's) is played as this
+    # many independent pieces, each a contiguous share of its episodes with its own sampling seed;
+    # with N processes (torchrun) each plays shards/N of them. A run's results depend on shards,
+    # never on the number of processes, so it can resume under another one (docs/distributed.md)
+    shards: int = 1
 
     def __post_init__(self) -> None:
         super().__post_init__()  # max_turns, history_len, format
-        for name in ("tasks_per_iteration", "group_size", "max_new_tokens"):
+        for name in ("tasks_per_iteration", "group_size", "max_new_tokens", "shards"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.task_pool is not None and (

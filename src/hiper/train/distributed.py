@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -25,6 +26,10 @@ import torch.distributed as tdist
 from torch.distributed.tensor import DTensor
 
 __all__ = ["SINGLE", "Dist", "init_from_env", "is_sharded", "shard_model"]
+
+#: How long a collective waits for the other ranks (rank 0 alone evaluates and writes while the
+#: others wait at the next collective; gloo's default of 30 minutes is too short for that).
+TIMEOUT = timedelta(hours=6)
 
 
 @dataclass(frozen=True)
@@ -107,6 +112,53 @@ class Dist:
         tdist.all_reduce(buf, op=tdist.ReduceOp.SUM)
         return dict(zip(keys, buf.tolist(), strict=True))
 
+    def gather(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj`` (picklable), in rank order, on every rank. One process:
+        ``[obj]``."""
+        if self.world_size == 1:
+            return [obj]
+        out: list[Any] = [None] * self.world_size
+        tdist.all_gather_object(out, obj)
+        return out
+
+    def broadcast(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` (picklable), on every rank."""
+        if self.world_size == 1:
+            return obj
+        box = [obj if self.is_main else None]
+        tdist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def sum_(self, tensors: Sequence[torch.Tensor | None]) -> None:
+        """Sum each tensor across ranks, in place (None entries skipped). A rank that filled
+        only its share of a zero-initialised tensor gets the whole, exactly: x + 0 is x."""
+        if self.world_size == 1:
+            return
+        for t in tensors:
+            if t is not None:
+                t_comm = t.to(_comm_device(t.device))
+                tdist.all_reduce(t_comm, op=tdist.ReduceOp.SUM)
+                if t_comm is not t:
+                    t.copy_(t_comm)
+
+    def barrier(self) -> None:
+        """Wait until every rank is here."""
+        if self.world_size > 1:
+            tdist.barrier()
+
+    def same_parameters(self, module: torch.nn.Module) -> None:
+        """Make every rank's parameters and buffers rank 0's (exact copies): the replicas start
+        equal whatever each rank's initialisation drew."""
+        if self.world_size == 1:
+            return
+        for t in [*module.parameters(), *module.buffers()]:
+            if isinstance(t, DTensor):
+                continue
+            data = t.data.to(_comm_device(t.device))
+            tdist.broadcast(data, src=0)
+            if data is not t.data:
+                t.data.copy_(data)
+
 
 SINGLE = Dist.single()  # the default of the updates' ``dist`` argument
 
@@ -168,5 +220,5 @@ def init_from_env() -> Dist:
             backend = "nccl"
         else:
             backend = "gloo"
-        tdist.init_process_group(backend, rank=rank, world_size=world)
+        tdist.init_process_group(backend, rank=rank, world_size=world, timeout=TIMEOUT)
     return Dist(rank, world)

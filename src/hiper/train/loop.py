@@ -53,6 +53,7 @@ from hiper.train.critic_pretrain import (
     episode_returns,
     pretrain_critic,
 )
+from hiper.train.distributed import SINGLE, Dist
 from hiper.train.ppo import critic_update, make_optimizer, ppo_update
 from hiper.train.prepare import prepare_batch
 from hiper.train.sft import expert_examples, train_sft
@@ -229,11 +230,33 @@ def episode_metrics(trajs: list[Trajectory], prefix: str) -> dict[str, float]:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, *, resume: bool = False, progress: Progress | None = None):
+    """One run. ``dist``: this process's place among torchrun's ranks
+    (:func:`hiper.train.distributed.init_from_env`). Every rank plays its shards of each rollout
+    (``rollout.shards``), the episodes are gathered, and every rank prepares the whole batch
+    and takes the same update, each doing its share of the forwards and backwards; rank 0
+    alone evaluates and writes the run folder (``progress`` is only called there)."""
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        *,
+        resume: bool = False,
+        progress: Progress | None = None,
+        dist: Dist = SINGLE,
+    ):
+        shards = cfg.rollout.shards
+        if shards % dist.world_size:
+            raise ValueError(
+                f"rollout.shards={shards} cannot be split between {dist.world_size} processes: "
+                f"set rollout.shards to a multiple of {dist.world_size} (a run's results depend "
+                "on rollout.shards, not on the number of processes)"
+            )
         self.cfg = cfg
         self.run_dir = Path(cfg.run_dir)
         self.resume = resume
-        self.progress = progress or (lambda event, data: None)
+        self.dist = dist
+        self.main = dist.is_main
+        self.progress = (progress if self.main else None) or (lambda event, data: None)
 
     # -- set-up ---------------------------------------------------------------------------------
     def _setup(self) -> int:
@@ -242,6 +265,62 @@ class Trainer:
         check_device(cfg.model.device, "model.device")
         if cfg.model.path is not None:
             check_model_folder(resolve_model_path(cfg.model.path))
+        ckpt = None
+        if self.main:  # the run folder is rank 0's: the others wait, then read it
+            ckpt = self._prepare_folder()
+        ckpt = self.dist.broadcast(ckpt)
+        torch.manual_seed(cfg.seed)
+        base = build_base_model(cfg, self.run_dir) if self.main else None
+        base = Path(self.dist.broadcast(str(base) if base is not None else None))
+        # building the tiny model draws from the RNG on rank 0 only: the others take its state
+        restore_rng_state(self.dist.broadcast(capture_rng_state()))
+        m = cfg.model
+        if ckpt is not None:
+            self.policy = load_policy(ckpt.policy_dir, device=m.device, dtype=m.dtype)
+        else:
+            self.policy = self._load_fresh(base)
+        self.tokenizer = self.policy.tokenizer
+        self.aligner = TokenAligner(self.tokenizer)
+        self.optimizer = make_optimizer(self.policy, cfg.ppo)
+        self.metrics = self.trajlog = None  # rank 0 alone logs
+        if self.main:
+            self.metrics = MetricsLogger(
+                self.run_dir, tensorboard=cfg.logging.tensorboard, wandb=cfg.logging.wandb
+            )
+            self.trajlog = TrajectoryLog(self.run_dir)
+        start = 0
+        self.pool: list[int] | None = None  # the screened pool's seeds (rollout.pool_screen)
+        if ckpt is not None and cfg.rollout.pool_screen:
+            path = self.run_dir / POOL_FILE
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"{str(path)!r} is missing: it holds the screened pool of tasks "
+                    "(rollout.pool_screen) that this run trained on; without it the run "
+                    "cannot be resumed"
+                )
+            self.pool = [int(x) for x in json.loads(path.read_text())["seeds"]]
+        if ckpt is not None:
+            restore_state(ckpt, self.optimizer)
+            start = ckpt.iteration + 1
+            if self.main:
+                self.metrics.truncate_after(ckpt.iteration)
+                self.trajlog.truncate_after(ckpt.iteration)
+        probe_env = make_env(cfg.env.name, **env_options(cfg, cfg.env.train_split))
+        self.family = probe_env.family  # which prompt template family the environment uses
+        probe_env.close()
+        self.train_pool = EnvPool(
+            cfg.env.name,
+            cfg.env.workers,
+            backend=cfg.env.backend,
+            options=env_options(cfg, cfg.env.train_split),
+        )
+        self.eval_sets: dict[str, tuple[EnvPool, list[str]]] = {}
+        return start
+
+    def _prepare_folder(self) -> Checkpoint | None:
+        """Lock the run folder, clear what a crash left, and return the checkpoint to resume
+        from (None: start from iteration 0, without the logs of any earlier attempt)."""
+        cfg = self.cfg
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.lock = RunLock(self.run_dir).acquire()  # before anything in the folder is touched
         remove_leftovers(self.run_dir)
@@ -268,47 +347,7 @@ class Trainer:
         atomic_write_text(
             self.run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False)
         )
-        torch.manual_seed(cfg.seed)
-        base = build_base_model(cfg, self.run_dir)
-        m = cfg.model
-        if ckpt is not None:
-            self.policy = load_policy(ckpt.policy_dir, device=m.device, dtype=m.dtype)
-        else:
-            self.policy = self._load_fresh(base)
-        self.tokenizer = self.policy.tokenizer
-        self.aligner = TokenAligner(self.tokenizer)
-        self.optimizer = make_optimizer(self.policy, cfg.ppo)
-        self.metrics = MetricsLogger(
-            self.run_dir, tensorboard=cfg.logging.tensorboard, wandb=cfg.logging.wandb
-        )
-        self.trajlog = TrajectoryLog(self.run_dir)
-        start = 0
-        self.pool: list[int] | None = None  # the screened pool's seeds (rollout.pool_screen)
-        if ckpt is not None and cfg.rollout.pool_screen:
-            path = self.run_dir / POOL_FILE
-            if not path.is_file():
-                raise FileNotFoundError(
-                    f"{str(path)!r} is missing: it holds the screened pool of tasks "
-                    "(rollout.pool_screen) that this run trained on; without it the run "
-                    "cannot be resumed"
-                )
-            self.pool = [int(x) for x in json.loads(path.read_text())["seeds"]]
-        if ckpt is not None:
-            restore_state(ckpt, self.optimizer)
-            start = ckpt.iteration + 1
-            self.metrics.truncate_after(ckpt.iteration)
-            self.trajlog.truncate_after(ckpt.iteration)
-        probe_env = make_env(cfg.env.name, **env_options(cfg, cfg.env.train_split))
-        self.family = probe_env.family  # which prompt template family the environment uses
-        probe_env.close()
-        self.train_pool = EnvPool(
-            cfg.env.name,
-            cfg.env.workers,
-            backend=cfg.env.backend,
-            options=env_options(cfg, cfg.env.train_split),
-        )
-        self.eval_sets: dict[str, tuple[EnvPool, list[str]]] = {}
-        return start
+        return ckpt
 
     def _resume_checkpoint(self) -> Checkpoint | None:
         """The newest intact checkpoint (saying which were passed over and why), or None when the
@@ -379,6 +418,18 @@ class Trainer:
             dataclasses.replace(r, max_turns=max_turns),
         )
 
+    def _play_shards(self, tasks: list[Task], *, seed: int, **kwargs) -> list[Trajectory]:
+        """:meth:`_play` of ``tasks`` on the training environments as ``rollout.shards``
+        contiguous pieces, shard k sampled with ``seeds.shard_seed(seed, k)``: this rank plays
+        its share of the shards and every rank gets every episode, in order. The episodes do not
+        depend on how many processes there are (one shard is the plain rollout)."""
+        n, shards = len(tasks), self.cfg.rollout.shards
+        mine: list[Trajectory] = []
+        for k in self.dist.my_share(range(shards)):
+            part = tasks[k * n // shards : (k + 1) * n // shards]
+            mine += self._play(self.train_pool, part, seed=seeds.shard_seed(seed, k), **kwargs)
+        return [t for part in self.dist.gather(mine) for t in part]
+
     def _play_for_critic(self, episodes: int) -> list[Trajectory]:
         """``episodes`` episodes of the current (SFT) policy on the tasks the first iterations
         will play, in groups of ``rollout.group_size``, at the rollout temperature, with the
@@ -391,8 +442,7 @@ class Trainer:
         while len(tasks) < episodes:
             tasks += iteration_tasks(cfg, it, tag="critic:", pool=self.pool)
             it += 1
-        trajs = self._play(
-            self.train_pool,
+        trajs = self._play_shards(
             tasks[:episodes],
             seed=seeds.rollout_seed(cfg.seed, 0),
             greedy=False,
@@ -447,6 +497,7 @@ class Trainer:
                 ),
                 checkpoints=state,
                 resume=resume,
+                dist=self.dist,
             )
             m["sft/steps"] = float(len(losses))
             m["throughput/sft_tokens_per_s"] = (
@@ -457,8 +508,10 @@ class Trainer:
             m["sft/loss_first"] = float(losses[0])
             m["sft/loss_last"] = float(np.mean(losses[-max(1, len(losses) // 10) :]))
             m["time/sft_s"] = time.perf_counter() - t0
-            self._save_sft_model(m)
-            shutil.rmtree(state, ignore_errors=True)
+            if self.main:
+                self._save_sft_model(m)
+                shutil.rmtree(state, ignore_errors=True)
+            self.dist.barrier()  # the SFT model is written
             self._start_from_sft()
         m.update(self.screen_pool())  # before the critic learns the returns of the pool's tasks
         if critic:
@@ -512,8 +565,7 @@ class Trainer:
 
         def wins_of(candidates: list[int]) -> list[int]:
             tasks = [Task(seed=sd, group_id=f"screen:{sd}") for sd in candidates for _ in range(k)]
-            trajs = self._play(
-                self.train_pool,
+            trajs = self._play_shards(
                 tasks,
                 seed=seeds.screening_seed(cfg.seed, next(waves)),
                 greedy=False,
@@ -546,7 +598,8 @@ class Trainer:
             "pool_min_wins": r.pool_min_wins,
             "wins": {str(sd): w for sd, w in wins.items()},
         }
-        atomic_write_text(self.run_dir / POOL_FILE, json.dumps(record, indent=1))
+        if self.main:
+            atomic_write_text(self.run_dir / POOL_FILE, json.dumps(record, indent=1))
         return {
             "pool/candidates": float(len(wins)),
             "pool/candidate_win_rate": float(sum(wins.values()) / (k * len(wins))),
@@ -641,6 +694,8 @@ class Trainer:
 
     def evaluate_all(self, iteration: int) -> dict[str, float]:
         """The main evaluation and every ``eval.extra_splits`` one (start and end of a run)."""
+        if not self.main:
+            return {}
         m = self.evaluate(iteration)
         for split in self.cfg.eval.extra_splits:
             if split != self.cfg.env.eval_split:
@@ -651,8 +706,7 @@ class Trainer:
         cfg = self.cfg
         r = cfg.rollout
         t0 = time.perf_counter()
-        trajs = self._play(
-            self.train_pool,
+        trajs = self._play_shards(
             iteration_tasks(cfg, it, pool=self.pool),
             seed=seeds.rollout_seed(cfg.seed, it),
             greedy=False,
@@ -660,6 +714,7 @@ class Trainer:
             max_turns=r.max_turns,
         )
         t1 = time.perf_counter()
+        crash_point("rollout_done")
         trajs, lost = drop_lost(trajs, keep=r.keep_lost_episodes)
         if not trajs:  # every environment was lost: nothing to learn from
             return {"train/lost_episodes": float(lost), "time/rollout_s": t1 - t0}
@@ -673,11 +728,14 @@ class Trainer:
             cfg.ppo.micro_batch_rows,
             temperature=r.temperature,
             recompute_old_logprobs=cfg.ppo.recompute_old_logprobs,
+            dist=self.dist,
         )
         t2 = time.perf_counter()
         self.policy.train()
         if it > cfg.critic_warmup:
-            upd = ppo_update(self.policy, self.optimizer, prep.batch, cfg.ppo, iteration=it)
+            upd = ppo_update(
+                self.policy, self.optimizer, prep.batch, cfg.ppo, iteration=it, dist=self.dist
+            )
         else:  # the critic's warm-up: the value loss alone, the policy stays the SFT model
             upd = critic_update(
                 self.policy,
@@ -686,6 +744,7 @@ class Trainer:
                 cfg.ppo,
                 iteration=it,
                 epochs=cfg.ppo.ppo_epochs,
+                dist=self.dist,
             )
         t3 = time.perf_counter()
         gen_tokens = sum(int(t.response_ids.size) for t in prep.turns)
@@ -704,7 +763,7 @@ class Trainer:
         rows = sum(int(t.prompt_ids.size + t.response_ids.size) for t in prep.turns)
         m["throughput/update_tokens_per_s"] = rows * cfg.ppo.ppo_epochs / max(t3 - t2, 1e-9)
         m["memory/peak_gb"] = peak_memory_gb(self.policy.device)
-        if (it % max(cfg.logging.trajectories_every, 1)) == 0:
+        if self.main and (it % max(cfg.logging.trajectories_every, 1)) == 0:
             self.trajlog.append(it, "train", trajs, extras=_turn_extras(prep))
         return m
 
@@ -716,37 +775,38 @@ class Trainer:
             if start == 0:
                 m = self.warm_start()
                 m.update(self.evaluate_all(0))
-                self.metrics.log(0, m)
-                self.progress("eval", {"iteration": 0, **m})
-                crash_point("iteration_logged")
-                save_checkpoint(
-                    self.run_dir,
-                    0,
-                    policy=self.policy,
-                    optimizer=self.optimizer,
-                    extra={"stage": "sft"},
-                )
+                self._log(0, m, "eval", {"stage": "sft"})
                 start = 1
             last = {}
             for it in range(start, cfg.iterations + 1):
                 m = self.train_iteration(it)
                 if it == cfg.iterations:
                     m.update(self.evaluate_all(it))
-                elif cfg.eval.every and it % cfg.eval.every == 0:
+                elif self.main and cfg.eval.every and it % cfg.eval.every == 0:
                     m.update(self.evaluate(it))
-                self.metrics.log(it, m)
-                self.progress("iteration", {"iteration": it, **m})
-                crash_point("iteration_logged")
-                if it % cfg.checkpoint_every == 0 or it == cfg.iterations:
-                    save_checkpoint(
-                        self.run_dir, it, policy=self.policy, optimizer=self.optimizer, extra={}
-                    )
+                due = it % cfg.checkpoint_every == 0 or it == cfg.iterations
+                self._log(it, m, "iteration", {} if due else None)
                 last = m
+            if not self.main:
+                return {"last": last}
             summary = _summary(self.run_dir)
             atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=1))
             return {"last": last, **summary}
         finally:
             self.close()
+
+    def _log(self, it: int, m: dict[str, float], event: str, checkpoint: dict | None) -> None:
+        """Rank 0: log iteration ``it``'s metrics and, when ``checkpoint`` (its extra record) is
+        given, write its checkpoint."""
+        if not self.main:
+            return
+        self.metrics.log(it, m)
+        self.progress(event, {"iteration": it, **m})
+        crash_point("iteration_logged")
+        if checkpoint is not None:
+            save_checkpoint(
+                self.run_dir, it, policy=self.policy, optimizer=self.optimizer, extra=checkpoint
+            )
 
     def close(self) -> None:
         pools = [getattr(self, "train_pool", None)]

@@ -25,6 +25,7 @@ from hiper.algos.shaping import ShapingConfig, shape_rewards
 from hiper.algos.tokens import token_advantages, turn_value_targets
 from hiper.protocol.masks import BLOCK_INDEX, TokenAligner, TokenSpans, value_positions
 from hiper.train.batch import TrainBatch, build_sequence_batch, build_train_batch, fill_from_forward
+from hiper.train.distributed import SINGLE, Dist
 from hiper.types import SWITCH, Trajectory, Turn
 
 
@@ -49,9 +50,12 @@ def prepare_batch(
     *,
     temperature: float = 1.0,
     recompute_old_logprobs: bool = False,
+    dist: Dist = SINGLE,
 ) -> Prepared:
     """The PPO batch of ``trajectories``, sampled at ``temperature`` (log-probs of the policy,
-    the old one and the reference are all taken at that temperature)."""
+    the old one and the reference are all taken at that temperature). ``dist``: every rank
+    passes the same trajectories and runs its share of the forward (:func:`fill_from_forward`);
+    every rank gets the single-process result."""
     turns = [t for tr in trajectories for t in tr.turns]
     n = len(turns)
     spans = aligner.align(
@@ -104,7 +108,9 @@ def prepare_batch(
             np.concatenate([head, np.full(len(finals), heads.index(probes[0].head))])
         )
         probe.vt_target = torch.zeros(probe.vt_row.numel(), dtype=torch.float32)
-    fill_from_forward(probe, policy, micro_batch_rows, values=bool(probes), logprobs=recompute)
+    fill_from_forward(
+        probe, policy, micro_batch_rows, values=bool(probes), logprobs=recompute, dist=dist
+    )
     old_lp = probe.old_logprobs.numpy().astype(np.float64)
 
     # beta_t from the switch block's log-probs: P(SWITCH) if sampled, else 1 - P(KEEP)

@@ -169,6 +169,7 @@ def train_sft(
     *,
     checkpoints: str | os.PathLike | None = None,
     resume: Checkpoint | None = None,
+    dist: Dist = SINGLE,
 ) -> list[float]:
     """Supervised fine-tuning of ``policy``'s actor on ``examples`` with an ``SFTConfig``
     (``cfg``): ``cfg.epochs`` passes, each in an order shuffled by ``random.Random(cfg.seed)``,
@@ -181,6 +182,8 @@ def train_sft(
     (:func:`~hiper.runs.checkpoints.save_checkpoint`, the step as the iteration). ``resume``, one
     of those checkpoints, continues from its step: ``policy`` must have been loaded from its
     ``policy_dir``; the result is the uninterrupted run's, loss for loss and weight for weight.
+    ``dist``: every step is split between the ranks (:func:`sft_update`); only rank 0 writes the
+    checkpoints.
     """
     opt = torch.optim.AdamW(policy.actor_parameters(), lr=cfg.lr)
     steps = _sft_steps(len(examples), cfg)
@@ -195,12 +198,14 @@ def train_sft(
     policy.train()
     every = getattr(cfg, "checkpoint_every", 0)
     for k in range(len(losses), total):
-        out = sft_update(policy, opt, [examples[j] for j in steps[k]], cfg.micro_batch_rows)
+        batch = [examples[j] for j in steps[k]]
+        out = sft_update(policy, opt, batch, cfg.micro_batch_rows, dist=dist)
         sched.step()
         losses.append(out["loss"])
         if progress is not None:
             progress(k + 1, total, out["loss"])
-        if checkpoints is not None and every and (k + 1) % every == 0 and k + 1 < total:
+        due = checkpoints is not None and every and (k + 1) % every == 0 and k + 1 < total
+        if due and dist.is_main:
             save_checkpoint(
                 checkpoints, k + 1, policy=policy, optimizer=opt, scheduler=sched,
                 extra={"losses": losses}, keep=1,

@@ -1,0 +1,84 @@
+"""Whole runs across processes (issue 17): ``hiper train --nproc 2`` (torchrun, gloo on the CPU)
+gives the one-process run's metrics, and a 2-process run killed in the middle of an iteration
+resumes in one process exactly where the uninterrupted 2-process run went.
+
+A run's episodes depend on ``rollout.shards``, never on the number of processes; the update is
+the one-process update up to float summation order (``tests/test_distributed.py``). So what the
+rollouts and evaluations measure must agree exactly, and the losses to float tolerance.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import subprocess
+from pathlib import Path
+
+from hiper.runs.checkpoints import list_checkpoints
+from hiper.runs.log import read_jsonl
+from tests.helpers import TINY, comparable, train_quickstart
+
+#: 3 iterations of 4 tasks in 2 shards (2 episodes each), a checkpoint every iteration
+ARGS = [*TINY, "iterations=3", "rollout.shards=2", "rollout.tasks_per_iteration=4"]
+#: what the episodes decide: compared exactly
+EXACT = ("train/", "eval/")
+
+
+def train(run_dir: Path, *extra: str, crash_at: str | None = None) -> subprocess.CompletedProcess:
+    return train_quickstart(run_dir, *ARGS, *extra, crash_at=crash_at)
+
+
+def rows(run_dir: Path) -> list[dict]:
+    return comparable(read_jsonl(run_dir / "metrics.jsonl"))
+
+
+def assert_same_run(a: list[dict], b: list[dict]) -> int:
+    """The same metrics: episode figures exactly, the rest to float tolerance (the gradients of
+    2 ranks are summed in another order). Returns how many values differ at all."""
+    assert [r["iteration"] for r in a] == [r["iteration"] for r in b]
+    inexact = 0
+    for ra, rb in zip(a, b, strict=True):
+        assert ra.keys() == rb.keys(), (ra["iteration"], set(ra) ^ set(rb))
+        for k, x in ra.items():
+            y = rb[k]
+            if k.startswith(EXACT) or not isinstance(x, float):
+                assert x == y, (ra["iteration"], k, x, y)
+            else:
+                assert math.isclose(x, y, rel_tol=1e-4, abs_tol=1e-6), (ra["iteration"], k, x, y)
+                inexact += x != y
+    return inexact
+
+
+def test_two_processes_train_as_one_and_resume_in_one(tmp_path):
+    two, one, killed = tmp_path / "two", tmp_path / "one", tmp_path / "killed"
+
+    done = train(two, "--nproc", "2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [r["iteration"] for r in rows(two)] == [0, 1, 2, 3]
+    assert rows(two)[1]["train/turns"] > 0 and len(read_jsonl(two / "trajectories.jsonl")) > 0
+
+    done = train(one)  # the same config in one process: the same run
+    assert done.returncode == 0, done.stderr[-3000:]
+    differ = assert_same_run(rows(one), rows(two))
+
+    # killed (every rank) after iteration 3's episodes were played, before its update
+    out = train(killed, "--nproc", "2", crash_at="rollout_done@3")
+    assert out.returncode != 0, out.stdout[-2000:]
+    assert "SIGKILL" in out.stderr or f"exitcode  : {-signal.SIGKILL}" in out.stderr
+    assert [p.name for p in list_checkpoints(killed)][-1] == "iter_000002"
+    assert [r["iteration"] for r in rows(killed)] == [0, 1, 2]
+    assert not (killed / "summary.json").exists()
+
+    done = train(killed, "--resume")  # one process takes over the 2-process run
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_same_run(rows(killed), rows(two))
+    print(f"1 vs 2 processes: {differ} values differ, all within float tolerance")
+
+
+def test_shards_must_split_between_the_processes(tmp_path):
+    out = train(tmp_path / "run", "--nproc", "2", "rollout.shards=3")
+    assert out.returncode == 2
+    line = out.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: rollout.shards=3 cannot be split between 2 processes")
+    assert "multiple of 2" in line
+    assert not (tmp_path / "run").exists()  # nothing was started
