@@ -7,8 +7,8 @@ forward split between the ranks, then HAE), update (PPO: micro-batches split, gr
 and the whole iteration; the checkpoint (rank 0 alone writes it) is timed by saving the run's
 last one again. Medians over the iterations after the first.
 
-CPU (the default; the tiny model, built in a temporary folder; on 2 cores, 1 process with 2
-threads vs 2 processes with 1 thread each, run one after the other):
+CPU (the default; the tiny model, built in a temporary folder; processes x threads each: 1x1,
+then 1x2 and 2x1, the two ways to use 2 cores; run one after the other):
 
     python benchmarks/bench_distributed.py
     python benchmarks/bench_distributed.py --json
@@ -16,7 +16,7 @@ threads vs 2 processes with 1 thread each, run one after the other):
 GPU (a lent device; one process per GPU): generation and training tokens/s, MFU against
 ``--peak-tflops`` (989 for an H100/H200 in bf16, dense) and peak memory, e.g.
 
-    python benchmarks/bench_distributed.py --device cuda --dtype bfloat16 --nproc 1 2 \
+    python benchmarks/bench_distributed.py --device cuda --dtype bfloat16 --configs 1x1 2x1 \
         --model /models/Qwen2.5-1.5B-Instruct --peak-tflops 989
 
 MFU counts 2 FLOPs per parameter per generated token and 6 per trained token (forward and
@@ -37,12 +37,12 @@ import time
 from pathlib import Path
 
 #: a quickstart run cut to what an iteration costs: a short SFT, no screening, no evaluation
-#: between the start and the end, 4 tasks x 4 episodes per iteration in 2 shards
+#: between the start and the end, 4 tasks x 4 episodes per iteration (a pool of 8) in 2 shards
 RUN = [
     "sft.episodes=60",
     "sft.critic_steps=10",
     "sft.critic_episodes=8",
-    "rollout.task_pool=null",
+    "rollout.task_pool=8",
     "rollout.pool_screen=0",
     "rollout.shards=2",
     "eval.every=0",
@@ -118,16 +118,23 @@ def parameters(run_dir: Path) -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--nproc", type=int, nargs="+", default=[1, 2], help="process counts")
+    ap.add_argument(
+        "--configs",
+        nargs="+",
+        default=["1x1", "1x2", "2x1"],
+        help="PROCESSESxTHREADS each (on a GPU: one GPU per process, the threads ignored)",
+    )
     ap.add_argument("--iterations", type=int, default=4)
     ap.add_argument("--device", default="cpu", help="cpu, or cuda (one GPU per process)")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--model", default=None, help="a model folder (default: the tiny model)")
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads in all")
     ap.add_argument("--peak-tflops", type=float, default=None, help="per device, for MFU")
     ap.add_argument("--keep", default=None, help="keep the run folders under this folder")
     ap.add_argument("--json", action="store_true", help="also print one JSON object last")
     args = ap.parse_args()
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
     extra = [f"iterations={args.iterations}", f"model.device={args.device}"]
     extra += [f"model.dtype={args.dtype}"]
@@ -136,9 +143,12 @@ def main() -> None:
     root = Path(args.keep or tempfile.mkdtemp(prefix="bench_distributed-"))
     results: dict[str, dict] = {}
     try:
-        for n in args.nproc:
-            threads = max(args.threads // n, 1) if args.device == "cpu" else 1
-            run_dir = root / f"nproc{n}"
+        for name in args.configs:
+            try:
+                n, threads = (int(x) for x in name.split("x"))
+            except ValueError:
+                sys.exit(f"error: --configs {name!r}: expected PROCESSESxTHREADS, e.g. 2x1")
+            run_dir = root / name
             shutil.rmtree(run_dir, ignore_errors=True)
             wall = train(run_dir, n, threads, extra)
             r = {"processes": n, "threads_per_process": threads, "wall_s": wall}
@@ -150,14 +160,14 @@ def main() -> None:
                 r["parameters"] = p
                 r["mfu_generation"] = 2 * p * r["gen_tokens_per_s"] / peak
                 r["mfu_update"] = 6 * p * r["update_tokens_per_s"] / peak
-            results[f"nproc{n}"] = r
+            results[name] = r
     finally:
         if args.keep is None:
             shutil.rmtree(root, ignore_errors=True)
 
-    base = results[f"nproc{args.nproc[0]}"]
+    base = results[args.configs[0]]
     print(f"device {args.device}, {args.iterations} iterations, medians of iterations 2+")
-    head = f"{'':>8} {'rollout':>8} {'estim.':>8} {'update':>8} {'iter.':>8} {'ckpt':>7}"
+    head = f"{'procxthr':>8} {'rollout':>8} {'estim.':>8} {'update':>8} {'iter.':>8} {'ckpt':>7}"
     print(head + f" {'gen tok/s':>10} {'upd tok/s':>10} {'peak GB':>8} {'x iter.':>8}")
     for name, r in results.items():
         speedup = base["iteration_s"] / r["iteration_s"]

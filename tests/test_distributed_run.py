@@ -82,3 +82,16 @@ def test_shards_must_split_between_the_processes(tmp_path):
     assert line.startswith("error: rollout.shards=3 cannot be split between 2 processes")
     assert "multiple of 2" in line
     assert not (tmp_path / "run").exists()  # nothing was started
+
+
+def test_ray_environment_workers_under_two_processes(tmp_path):
+    """``env.backend: ray`` under torchrun: each rank starts its own pool of 3 actors (6 on this
+    2-core machine: they reserve no core, so none waits for one) and the run is the in-process
+    one-process run, episode for episode."""
+    small = ["iterations=1", "env.workers=3"]
+    done = train(tmp_path / "ray", *small, "env.backend=ray", "--nproc", "2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    done = train(tmp_path / "inprocess", *small)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_same_run(rows(tmp_path / "ray"), rows(tmp_path / "inprocess"))
+    assert rows(tmp_path / "ray")[1]["train/lost_episodes"] == 0

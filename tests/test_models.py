@@ -545,3 +545,32 @@ def test_value_scale_multiplies_the_heads_and_survives_a_save(tiny_model_dir: Pa
     assert load_policy(tmp_path / "p").meta["value_scale"] == 10.0
     with pytest.raises(ValueError, match="value_scale"):
         load_policy(tiny_model_dir, value_scale=-1.0)
+
+
+def test_activation_checkpointing_keeps_the_gradients(tiny_model_dir: Path):
+    """Recomputing activations in the backward pass changes memory, not the gradients, in the
+    LM and the separate critic."""
+    ids = torch.tensor([[5, 9, 14, 3, 7, 11], [0, 0, 8, 2, 6, 4]])
+    att = torch.tensor([[1, 1, 1, 1, 1, 1], [0, 0, 1, 1, 1, 1]])
+
+    def grads(checkpointed: bool) -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)
+        policy = load_policy(tiny_model_dir, critic="separate", heads=("high", "low"))
+        with torch.no_grad():
+            policy.value_head.weight.normal_()  # zero heads would pass no gradient back
+        if checkpointed:
+            assert policy.checkpoint_activations() == 2
+            for model in (policy.lm, policy.critic_backbone):
+                assert getattr(model, "is_activation_checkpointing", None) or (
+                    model.is_gradient_checkpointing
+                )
+        policy.train()
+        out = policy(ids, att, with_values=True, with_entropy=False)
+        (out.logprobs[att.bool()].sum() + out.values.square().sum()).backward()
+        return {n: p.grad.clone() for n, p in policy.named_parameters() if p.grad is not None}
+
+    plain, checkpointed = grads(False), grads(True)
+    assert plain.keys() == checkpointed.keys()
+    assert any(n.startswith("critic_backbone") for n in plain) and any("lm." in n for n in plain)
+    for n, g in plain.items():
+        assert torch.allclose(g, checkpointed[n], rtol=1e-5, atol=1e-7), n

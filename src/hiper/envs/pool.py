@@ -387,18 +387,23 @@ _ray_actor_class: Any = None
 
 
 def _ray() -> Any:
-    """The ``ray`` module, initialised locally if it is not yet."""
+    """The ``ray`` module, initialised if it is not yet: connected to the cluster that
+    ``RAY_ADDRESS`` names (``ray start --head`` on one node, ``ray start --address`` on the
+    others), else a local instance of its own. Under torchrun each rank starts its own local
+    instance with its share of the machine's cores (``LOCAL_WORLD_SIZE`` ranks per machine);
+    the environment actors reserve no core (``num_cpus=0``), so more workers than cores start
+    at once instead of waiting for a core."""
     try:
         import ray
     except ImportError as exc:
         raise ValueError("backend 'ray' needs the 'ray' package (pip install ray)") from exc
     if not ray.is_initialized():
-        ray.init(
-            num_cpus=os.cpu_count() or 1,
-            include_dashboard=False,
-            log_to_driver=False,
-            ignore_reinit_error=True,
-        )
+        kwargs: dict[str, Any] = {"log_to_driver": False, "ignore_reinit_error": True}
+        if not os.environ.get("RAY_ADDRESS"):
+            ranks_here = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+            kwargs["num_cpus"] = max((os.cpu_count() or 1) // ranks_here, 1)
+            kwargs["include_dashboard"] = False
+        ray.init(**kwargs)
     return ray
 
 

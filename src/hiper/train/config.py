@@ -52,6 +52,9 @@ class ModelConfig:
     value_scale: float = 1.0
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     device: str = "cpu"
+    # recompute activations in the backward pass (PolicyModel.checkpoint_activations): the
+    # memory of long prompts on a GPU, for about one more forward per update
+    activation_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         check_device_name(self.device)  # its spelling; whether it exists is checked at training

@@ -88,12 +88,20 @@ class Dist:
         device = _comm_device(params[0].device)
         has = torch.tensor([p.grad is not None for p in params], dtype=torch.int32, device=device)
         tdist.all_reduce(has, op=tdist.ReduceOp.MAX)
-        for p, any_grad in zip(params, has.tolist(), strict=True):
-            if not any_grad:
-                continue
+        summed = [p for p, any_grad in zip(params, has.tolist(), strict=True) if any_grad]
+        for p in summed:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
-            tdist.all_reduce(p.grad, op=tdist.ReduceOp.SUM)
+        # one collective per dtype and device over a flat copy of the gradients, not one per
+        # tensor: a tiny model has dozens of small tensors, and each call has a fixed latency
+        buckets: dict[tuple, list[torch.Tensor]] = {}
+        for p in summed:
+            buckets.setdefault((p.grad.dtype, p.grad.device), []).append(p.grad)
+        for grads in buckets.values():
+            flat = torch.cat([g.reshape(-1) for g in grads]).to(device)
+            tdist.all_reduce(flat, op=tdist.ReduceOp.SUM)
+            for g, part in zip(grads, flat.split([g.numel() for g in grads]), strict=True):
+                g.copy_(part.view_as(g))
 
     def all_reduce_sum(self, values: Mapping[str, float | torch.Tensor]) -> dict[str, float]:
         """The sum across ranks of each statistic (a key missing on a rank counts as 0); the

@@ -276,7 +276,7 @@ class Trainer:
         restore_rng_state(self.dist.broadcast(capture_rng_state()))
         m = cfg.model
         if ckpt is not None:
-            self.policy = load_policy(ckpt.policy_dir, device=m.device, dtype=m.dtype)
+            self.policy = self._ready(load_policy(ckpt.policy_dir, device=m.device, dtype=m.dtype))
         else:
             self.policy = self._load_fresh(base)
         self.tokenizer = self.policy.tokenizer
@@ -369,18 +369,26 @@ class Trainer:
             )
         return ckpt
 
+    def _ready(self, policy):
+        """``policy`` with the run's runtime settings (``model.activation_checkpointing``)."""
+        if self.cfg.model.activation_checkpointing:
+            policy.checkpoint_activations()
+        return policy
+
     def _load_fresh(self, path: Path):
         m = self.cfg.model
-        return load_policy(
-            path,
-            device=m.device,
-            dtype=m.dtype,
-            lora=m.lora,
-            critic=m.critic,
-            critic_path=m.critic_path,
-            heads=get_estimator(self.cfg.algo.estimator).heads(self.cfg.algo.estimator_config),
-            value_readout=m.value_readout,
-            value_scale=m.value_scale,
+        return self._ready(
+            load_policy(
+                path,
+                device=m.device,
+                dtype=m.dtype,
+                lora=m.lora,
+                critic=m.critic,
+                critic_path=m.critic_path,
+                heads=get_estimator(self.cfg.algo.estimator).heads(self.cfg.algo.estimator_config),
+                value_readout=m.value_readout,
+                value_scale=m.value_scale,
+            )
         )
 
     def _engine(self, *, greedy: bool, temperature: float) -> HFEngine:
@@ -485,8 +493,8 @@ class Trainer:
             if list_checkpoints(state):  # only a resumed run keeps them (see _setup)
                 resume = load_checkpoint(state, fallback=True)
                 self.progress("notice", {"message": f"SFT resumes after step {resume.iteration}"})
-                self.policy = load_policy(
-                    resume.policy_dir, device=cfg.model.device, dtype=cfg.model.dtype
+                self.policy = self._ready(
+                    load_policy(resume.policy_dir, device=cfg.model.device, dtype=cfg.model.dtype)
                 )
             losses = train_sft(
                 self.policy,
