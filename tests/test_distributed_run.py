@@ -57,14 +57,21 @@ def test_two_processes_train_as_one_and_resume_in_one(tmp_path):
     assert [r["iteration"] for r in rows(two)] == [0, 1, 2, 3]
     assert rows(two)[1]["train/turns"] > 0 and len(read_jsonl(two / "trajectories.jsonl")) > 0
 
+    again = train(two, "--nproc", "2")  # rank 0's user error: its one line, no launcher noise
+    assert again.returncode == 2
+    assert again.stderr.strip().splitlines() == [
+        f"error: run directory {str(two)!r} already holds checkpoints; pass --resume to continue "
+        "it or choose another run_dir"
+    ]
+
     done = train(one)  # the same config in one process: the same run
     assert done.returncode == 0, done.stderr[-3000:]
     differ = assert_same_run(rows(one), rows(two))
 
     # killed (every rank) after iteration 3's episodes were played, before its update
     out = train(killed, "--nproc", "2", crash_at="rollout_done@3")
-    assert out.returncode != 0, out.stdout[-2000:]
-    assert "SIGKILL" in out.stderr or f"exitcode  : {-signal.SIGKILL}" in out.stderr
+    assert out.returncode == 128 + signal.SIGKILL, (out.returncode, out.stderr[-2000:])
+    assert out.stderr.strip().splitlines()[-1] == "error: process 0 of 2 was killed by SIGKILL"
     assert [p.name for p in list_checkpoints(killed)][-1] == "iter_000002"
     assert [r["iteration"] for r in rows(killed)] == [0, 1, 2]
     assert not (killed / "summary.json").exists()

@@ -382,14 +382,42 @@ def train(
 
 
 def _launch_torchrun(nproc: int, args: list[str]) -> None:
-    """Run ``python -m hiper.train ARGS`` in ``nproc`` processes on this machine under torchrun
-    (a free rendezvous port, one thread per process on a CPU) and exit with its status."""
-    import subprocess
+    """Run ``python -m hiper.train ARGS`` in ``nproc`` processes on this machine under torch's
+    elastic launcher (what ``torchrun --standalone`` does: a local rendezvous on a free port)
+    and exit with the first failed rank's status. A rank's own error is its one line; the
+    launcher's log lines and traceback are not shown. ``OMP_NUM_THREADS`` defaults to the
+    machine's cores divided between the processes."""
+    import logging
+    import os
+    import signal
     import sys
+    import uuid
 
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    cmd += [f"--nproc_per_node={nproc}", "-m", "hiper.train", *args]
-    raise typer.Exit(subprocess.call(cmd))
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    os.environ.setdefault("OMP_NUM_THREADS", str(max((os.cpu_count() or 1) // nproc, 1)))
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    config = LaunchConfig(
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=nproc,
+        run_id=str(uuid.uuid4()),
+        rdzv_backend="c10d",
+        rdzv_endpoint="localhost:0",
+        max_restarts=0,
+    )
+    try:
+        elastic_launch(config, entrypoint=sys.executable)("-m", "hiper.train", *args)
+    except ChildFailedError as e:
+        rank, failure = min(e.failures.items())
+        code = failure.exitcode
+        if code < 0:  # a signal (the rank's own error, if any, is its one line already)
+            name = signal.Signals(-code).name if -code in signal.valid_signals() else -code
+            typer.echo(f"error: process {rank} of {nproc} was killed by {name}", err=True)
+            raise typer.Exit(128 - code) from None
+        raise typer.Exit(code) from None
+    raise typer.Exit(0)
 
 
 @app.command()
