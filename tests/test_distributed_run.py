@@ -102,3 +102,16 @@ def test_ray_environment_workers_under_two_processes(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert_same_run(rows(tmp_path / "ray"), rows(tmp_path / "inprocess"))
     assert rows(tmp_path / "ray")[1]["train/lost_episodes"] == 0
+
+
+def test_steps_too_small_to_split_are_named():
+    from hiper.train.loop import idle_ranks
+    from tests.helpers import config
+
+    steps = ["sft.batch_rows=16", "sft.micro_batch_rows=16", "ppo.micro_batch_rows=16"]
+    cfg = config(Path("unused"), *steps, "ppo.mini_batch_rows=64")
+    assert idle_ranks(cfg, 1) == []
+    (line,) = idle_ranks(cfg, 2)  # ppo: 64-row mini-batches in 4 micro-batches split fine
+    assert line.startswith("sft.batch_rows=16 in micro-batches of 16 rows is fewer")
+    assert line.endswith("set sft.micro_batch_rows to at most 8")
+    assert len(idle_ranks(cfg, 8)) == 2  # and 4 PPO micro-batches for 8 processes

@@ -187,6 +187,27 @@ def drop_lost(trajs: list[Trajectory], keep: bool = False) -> tuple[list[Traject
     return kept, sum(lost)
 
 
+def idle_ranks(cfg: TrainConfig, world_size: int) -> list[str]:
+    """What leaves processes idle: a step is split between the ranks by its micro-batches, so a
+    step of fewer micro-batches than ranks keeps some of them waiting (results are unaffected)."""
+    if world_size == 1:
+        return []
+    out = []
+    steps = (
+        ("sft", cfg.sft.batch_rows, cfg.sft.micro_batch_rows),
+        ("ppo", cfg.ppo.mini_batch_rows, cfg.ppo.micro_batch_rows),
+    )
+    for section, step, micro in steps:
+        if step is not None and -(-step // (micro or step)) < world_size:
+            rows = "batch_rows" if section == "sft" else "mini_batch_rows"
+            out.append(
+                f"{section}.{rows}={step} in micro-batches of {micro or step} rows is fewer "
+                f"micro-batches than the {world_size} processes: some wait at every step; set "
+                f"{section}.micro_batch_rows to at most {max(step // world_size, 1)}"
+            )
+    return out
+
+
 def peak_memory_gb(device: torch.device) -> float:
     """The process's peak memory so far, in GB: the accelerator's peak allocation on CUDA, the
     peak resident set size on a CPU."""
@@ -268,6 +289,8 @@ class Trainer:
         ckpt = None
         if self.main:  # the run folder is rank 0's: the others wait, then read it
             ckpt = self._prepare_folder()
+            for line in idle_ranks(cfg, self.dist.world_size):
+                self.progress("notice", {"message": line})
         ckpt = self.dist.broadcast(ckpt)
         torch.manual_seed(cfg.seed)
         base = build_base_model(cfg, self.run_dir) if self.main else None
