@@ -151,14 +151,40 @@ def collectives(model_dir: str, dist) -> dict:
     before = policy.value_head.weight.detach().clone()
     dist.same_parameters(policy)
     after = {n: p.detach().clone() for n, p in policy.named_parameters()}
-    return {"gathered": gathered, "told": told, "sum": share, "before": before, "after": after}
+    # rank 0 alone runs on_main's function; its result, or its error, reaches every rank
+    ran = []
+    result = dist.on_main(lambda: ran.append(dist.rank) or f"made by rank {dist.rank}")
+
+    def fails() -> None:
+        raise FileExistsError(f"raised on rank {dist.rank}")
+
+    try:
+        dist.on_main(fails)
+        failure = None
+    except Exception as e:
+        failure = (type(e).__name__, str(getattr(e, "error", e)), type(e.__cause__).__name__)
+    return {
+        "gathered": gathered,
+        "told": told,
+        "sum": share,
+        "before": before,
+        "after": after,
+        "on_main": (ran, result, failure),
+    }
 
 
 def _worker(model_dir: str, out_dir: str) -> None:
+    import atexit
+
     import torch.distributed as tdist
 
     from hiper.train.distributed import init_from_env
 
+    def at_exit() -> None:  # registered first, so it runs after init_from_env's handler
+        state = "alive" if tdist.is_initialized() else "destroyed"
+        (Path(out_dir) / f"rank{os.environ['RANK']}.exit").write_text(state)
+
+    atexit.register(at_exit)
     torch.set_num_threads(1)
     dist = init_from_env()
     results = {est: run_case(model_dir, est, dist) for est in ESTIMATORS}
@@ -168,7 +194,7 @@ def _worker(model_dir: str, out_dir: str) -> None:
     results["fsdp_sft"] = run_case(model_dir, "", dist, sft=True, fsdp=True)
     results["collectives"] = collectives(model_dir, dist)
     torch.save(results, Path(out_dir) / f"rank{dist.rank}.pt")
-    tdist.destroy_process_group()
+    # no destroy_process_group here: init_from_env's exit handler must do it
 
 
 # ---------------------------------------------------------------------------------------------
@@ -230,6 +256,9 @@ def test_two_ranks_take_the_single_process_steps(tiny_model_dir, tmp_path):
     for p, log in zip(procs, logs, strict=True):
         assert p.returncode == 0, log[-4000:]
     t_dist = time.perf_counter() - t0
+    # the process group was torn down before interpreter finalisation (left to it, gloo's
+    # threads abort about 1 exit in 4: "terminate called without an active exception")
+    assert [(tmp_path / f"rank{r}.exit").read_text() for r in range(2)] == ["destroyed"] * 2
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
 
     torch.set_num_threads(1)
@@ -249,6 +278,9 @@ def test_two_ranks_take_the_single_process_steps(tiny_model_dir, tmp_path):
     for k, x in c0["after"].items():  # ... made equal: rank 0's
         assert torch.equal(x, c1["after"][k]), k
     assert torch.equal(c1["after"]["value_head.weight"], c0["before"])
+    ok = "made by rank 0"
+    assert c0["on_main"] == ([0], ok, ("FileExistsError", "raised on rank 0", "NoneType"))
+    assert c1["on_main"] == ([], ok, ("MainRankFailed", "raised on rank 0", "NoneType"))
 
     for case in (*ESTIMATORS, "sft", *(f"fsdp_{e}" for e in ESTIMATORS), "fsdp_sft"):
         # both ranks hold the same model after the update (bit for bit: the same reduced

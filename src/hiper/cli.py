@@ -370,11 +370,14 @@ def train(
 
     hf_logging.disable_progress_bar()
 
-    from hiper.train.distributed import init_from_env
+    from hiper.train.distributed import MainRankFailed, init_from_env
 
     dist = init_from_env()  # torchrun's ranks (python -m hiper.train), or one process
     if not dist.is_main:  # rank 0 alone shows progress and prints the summary
-        Trainer(cfg, resume=resume, dist=dist).run()
+        try:
+            Trainer(cfg, resume=resume, dist=dist).run()
+        except MainRankFailed as e:  # rank 0 prints its error; this rank exits as rank 0 does
+            raise typer.Exit(2 if user_error_line(e.error) else 1) from None
         return
     with RunDisplay(cfg) as display:  # closed before an error's line is printed
         summary = Trainer(cfg, resume=resume, progress=display.update, dist=dist).run()
@@ -410,7 +413,10 @@ def _launch_torchrun(nproc: int, args: list[str]) -> None:
     try:
         elastic_launch(config, entrypoint=sys.executable)("-m", "hiper.train", *args)
     except ChildFailedError as e:
-        rank, failure = min(e.failures.items())
+        # the rank that failed, not one the launcher then stopped with SIGTERM
+        rank, failure = min(
+            e.failures.items(), key=lambda f: (f[1].exitcode == -signal.SIGTERM, f[0])
+        )
         code = failure.exitcode
         if code < 0:  # a signal (the rank's own error, if any, is its one line already)
             name = signal.Signals(-code).name if -code in signal.valid_signals() else -code

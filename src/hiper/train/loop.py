@@ -286,15 +286,17 @@ class Trainer:
         check_device(cfg.model.device, "model.device")
         if cfg.model.path is not None:
             check_model_folder(resolve_model_path(cfg.model.path))
-        ckpt = None
-        if self.main:  # the run folder is rank 0's: the others wait, then read it
+
+        def prepare_folder() -> Checkpoint | None:
             ckpt = self._prepare_folder()
             for line in idle_ranks(cfg, self.dist.world_size):
                 self.progress("notice", {"message": line})
-        ckpt = self.dist.broadcast(ckpt)
+            return ckpt
+
+        # the run folder is rank 0's: the others wait, then read it (or stop with its error)
+        ckpt = self.dist.on_main(prepare_folder)
         torch.manual_seed(cfg.seed)
-        base = build_base_model(cfg, self.run_dir) if self.main else None
-        base = Path(self.dist.broadcast(str(base) if base is not None else None))
+        base = Path(self.dist.on_main(lambda: str(build_base_model(cfg, self.run_dir))))
         # building the tiny model draws from the RNG on rank 0 only: the others take its state
         restore_rng_state(self.dist.broadcast(capture_rng_state()))
         m = cfg.model
@@ -818,10 +820,13 @@ class Trainer:
                 due = it % cfg.checkpoint_every == 0 or it == cfg.iterations
                 self._log(it, m, "iteration", {} if due else None)
                 last = m
-            if not self.main:
-                return {"last": last}
-            summary = _summary(self.run_dir)
-            atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=1))
+            summary = {}
+            if self.main:
+                summary = _summary(self.run_dir)
+                atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=1))
+            # every rank ends together: none tears the process group down while another still
+            # has a collective in flight
+            self.dist.barrier()
             return {"last": last, **summary}
         finally:
             self.close()
