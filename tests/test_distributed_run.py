@@ -81,6 +81,33 @@ def test_two_processes_train_as_one_and_resume_in_one(tmp_path):
     assert_same_run(rows(killed), rows(two))
     print(f"1 vs 2 processes: {differ} values differ, all within float tolerance")
 
+    # model.fsdp: the RL iterations sharded (FSDP2); generation, evaluation and checkpoints
+    # gather the whole model. Its checkpoints are one process's, and the run changes hands
+    # both ways: 2 sharded processes -> 1 process -> 2 sharded processes.
+    fsdp = tmp_path / "fsdp"
+    out = train(fsdp, "--nproc", "2", "model.fsdp=true", crash_at="rollout_done@2")
+    assert out.returncode == 128 + signal.SIGKILL, (out.returncode, out.stderr[-2000:])
+    sharded_save = list_checkpoints(fsdp)[-1] / "policy" / "model.safetensors"
+    one_save = list_checkpoints(one)[-1] / "policy" / "model.safetensors"
+    assert sharded_save.parent.parent.name == "iter_000001"
+    assert safetensor_keys(sharded_save) == safetensor_keys(one_save)  # tied weights once
+    # (the crash point counts this process's rollouts: iteration 2's, then 3's)
+    out = train(fsdp, "model.fsdp=true", "--resume", crash_at="rollout_done@2")
+    assert out.returncode == -signal.SIGKILL, (out.returncode, out.stderr[-2000:])
+    assert [p.name for p in list_checkpoints(fsdp)][-1] == "iter_000002"
+    done = train(fsdp, "--nproc", "2", "model.fsdp=true", "--resume")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "view tensor" not in done.stderr  # FSDP2's warning about the value head's output
+    differ = assert_same_run(rows(fsdp), rows(one))
+    print(f"FSDP2 vs 1 process: {differ} values differ, all within float tolerance")
+
+
+def safetensor_keys(path: Path) -> list[str]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return sorted(f.keys())
+
 
 def test_shards_must_split_between_the_processes(tmp_path):
     out = train(tmp_path / "run", "--nproc", "2", "rollout.shards=3")

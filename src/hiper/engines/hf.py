@@ -189,6 +189,10 @@ class HFEngine:
             pad_token_id=self.pad_token_id,
             return_dict_in_generate=True,
             use_cache=True,
+            # every process generates for its own episodes; transformers would otherwise keep
+            # the ranks of an FSDP-sharded model in step, which hiper's callers do not need (they
+            # gather the weights first: hiper.train.distributed.full_parameters)
+            synced_gpus=False,
             **_neutral_sampling(greedy),
         )
         new = out.sequences[:, width:]

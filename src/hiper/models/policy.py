@@ -491,28 +491,37 @@ class PolicyModel(nn.Module):
             },
         }
 
-    def save(self, directory: str | os.PathLike) -> Path:
+    def save(
+        self, directory: str | os.PathLike, state_dict: dict[str, torch.Tensor] | None = None
+    ) -> Path:
         """Write the policy to ``directory`` (replaced if it exists) and return its path.
 
         Everything is written into a temporary sibling folder first, which is then renamed into
         place (an existing folder is moved aside first and removed afterwards), so a crash never
-        leaves a half-written ``directory``.
+        leaves a half-written ``directory``. ``state_dict``: the policy's whole state (the keys
+        of ``self.state_dict()``) written instead of its modules' own, for a model whose
+        modules hold only shards (``hiper.train.distributed.full_state_dict`` gathers it).
         """
         from safetensors.torch import save_file
+
+        def part(prefix: str) -> dict[str, torch.Tensor] | None:
+            if state_dict is None:
+                return None
+            return {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
 
         self._require_values("saving")  # a policy without its critic would be saved incomplete
         target = Path(directory).resolve()
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
         try:
-            self.lm.save_pretrained(tmp)
+            self.lm.save_pretrained(tmp, state_dict=part("lm."))
             self.tokenizer.save_pretrained(tmp)
             if self.critic_backbone is not None:
-                self.critic_backbone.save_pretrained(tmp / CRITIC_DIR)
-            state = {
-                k: v.detach().to("cpu", torch.float32).contiguous()
-                for k, v in self.value_head.state_dict().items()
-            }
+                self.critic_backbone.save_pretrained(
+                    tmp / CRITIC_DIR, state_dict=part("critic_backbone.")
+                )
+            heads = part("value_head.") or self.value_head.state_dict()
+            state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in heads.items()}
             save_file(state, str(tmp / HEADS_FILE), metadata={"heads": json.dumps(self.heads)})
             (tmp / POLICY_FILE).write_text(json.dumps(self.policy_config(), indent=2) + "\n")
             old = None

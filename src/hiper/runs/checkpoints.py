@@ -188,6 +188,8 @@ def save_checkpoint(
     scheduler: Any = None,
     extra: dict[str, Any] | None = None,
     keep: int | None = 2,
+    policy_state: dict[str, Any] | None = None,
+    optimizer_state: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``run_dir/checkpoints/iter_{iteration:06d}`` atomically and point ``latest`` at it.
 
@@ -201,6 +203,10 @@ def save_checkpoint(
     ``latest`` points to it, the checkpoints of later iterations (left over from before a resume
     from an earlier checkpoint) and all but the newest ``keep`` of the others are deleted.
     Returns the checkpoint folder.
+
+    ``policy_state``/``optimizer_state``: the whole states of a sharded policy and its optimizer
+    (``hiper.train.distributed.full_state_dict``/``full_optimizer_state``), written instead of
+    the shards the objects hold: the checkpoint is the one a single process writes.
     """
     if isinstance(iteration, bool) or not isinstance(iteration, int | np.integer) or iteration < 0:
         raise ValueError(f"iteration must be a non-negative integer, got {iteration!r}")
@@ -216,8 +222,13 @@ def save_checkpoint(
     final = root / name
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=root))
     try:
-        policy.save(tmp / POLICY_DIR)
-        _torch_save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
+        if policy_state is None:
+            policy.save(tmp / POLICY_DIR)
+        else:
+            policy.save(tmp / POLICY_DIR, state_dict=policy_state)
+        if optimizer_state is None:
+            optimizer_state = optimizer.state_dict()
+        _torch_save(optimizer_state, tmp / OPTIMIZER_FILE)
         if scheduler is not None:
             _torch_save(scheduler.state_dict(), tmp / SCHEDULER_FILE)
         _torch_save(rng, tmp / RNG_FILE)

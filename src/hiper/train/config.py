@@ -55,6 +55,9 @@ class ModelConfig:
     # recompute activations in the backward pass (PolicyModel.checkpoint_activations): the
     # memory of long prompts on a GPU, for about one more forward per update
     activation_checkpointing: bool = False
+    # under torchrun: shard the policy (and a separate critic) between the processes with FSDP2
+    # for the RL iterations (hiper.train.distributed.shard_model); one process: no effect
+    fsdp: bool = False
 
     def __post_init__(self) -> None:
         check_device_name(self.device)  # its spelling; whether it exists is checked at training

@@ -18,7 +18,9 @@ from __future__ import annotations
 import atexit
 import os
 import pickle
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -27,7 +29,18 @@ import torch
 import torch.distributed as tdist
 from torch.distributed.tensor import DTensor
 
-__all__ = ["SINGLE", "Dist", "MainRankFailed", "init_from_env", "is_sharded", "shard_model"]
+__all__ = [
+    "SINGLE",
+    "Dist",
+    "MainRankFailed",
+    "full_optimizer_state",
+    "full_parameters",
+    "full_state_dict",
+    "init_from_env",
+    "is_sharded",
+    "shard_model",
+    "shard_optimizer_state",
+]
 
 #: How long a collective waits for the other ranks (rank 0 alone evaluates and writes while the
 #: others wait at the next collective; gloo's default of 30 minutes is too short for that).
@@ -236,11 +249,88 @@ def shard_model(policy, dist: Dist):
         fully_shard(module)
     if getattr(policy, "value_head", None) is not None:
         fully_shard(policy.value_head)
+        # FSDP2 warns that the head's output is a view, unsafe for in-place ops; the policy only
+        # scales and masks it out of place (PolicyModel.values)
+        warnings.filterwarnings("ignore", "FSDP2-wrapped module .* returned a view tensor")
     for m in policy.modules():
         if isinstance(m, FSDPModule):
             m.set_gradient_divide_factor(1.0)
             m.set_force_sum_reduction_for_comms(True)  # gloo has no PREMUL_SUM
     return policy
+
+
+@contextmanager
+def full_parameters(model: torch.nn.Module) -> Iterator[None]:
+    """Every rank (a collective: all must enter) holds ``model``'s whole weights until the block
+    ends, and its forward passes communicate nothing: each rank can generate for its own
+    episodes, for as many steps as they take, and rank 0 alone can evaluate. A model that is not
+    sharded: nothing happens. The weights take their full memory on every rank meanwhile, as
+    replicas would."""
+    from torch.distributed.fsdp import FSDPModule
+
+    sharded = [m for m in model.modules() if isinstance(m, FSDPModule)]
+    for m in sharded:
+        m.set_reshard_after_forward(False, recurse=False)
+        m.unshard()
+    try:
+        yield
+    finally:
+        for m in sharded:
+            m.reshard()
+            m.set_reshard_after_forward(True, recurse=False)
+
+
+def full_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor] | None:
+    """``module.state_dict()`` with every sharded tensor gathered whole, on rank 0's CPU (a
+    collective: every rank calls it; the others get None, holding no whole copy)."""
+    # tied weights (one parameter under two names) stay one tensor, which saving then writes
+    # once, as a one-process save does; the same on every rank, so the gathers stay in step
+    first: dict[int, str] = {}
+    alias = {
+        n: first.setdefault(id(p), n) for n, p in module.named_parameters(remove_duplicate=False)
+    }
+    state: dict[str, Any] = {}
+    for k, v in module.state_dict().items():
+        state[k] = state[alias[k]] if alias.get(k, k) in state else _whole(v)
+    return state if _rank() == 0 else None
+
+
+def full_optimizer_state(optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:
+    """``optimizer.state_dict()`` with every sharded state gathered whole, on rank 0 (a
+    collective; the others get None): the state one process saves, which one process or any
+    number of ranks loads (:func:`shard_optimizer_state`)."""
+    sd = optimizer.state_dict()
+    state = {i: {k: _whole(v) for k, v in s.items()} for i, s in sorted(sd["state"].items())}
+    return {**sd, "state": state} if _rank() == 0 else None
+
+
+def shard_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
+    """After ``optimizer.load_state_dict(full_state)`` over a sharded model's parameters: cut every
+    per-parameter state (``exp_avg``, ...) into this rank's shard, as the parameter is cut (no
+    communication: each rank keeps its own slice)."""
+    from torch.distributed.tensor import distribute_tensor
+
+    for p, state in optimizer.state.items():
+        if not isinstance(p, DTensor):
+            continue
+        for k, v in state.items():
+            if isinstance(v, torch.Tensor) and not isinstance(v, DTensor) and v.shape == p.shape:
+                full = v.to(p.device_mesh.device_type)
+                state[k] = distribute_tensor(full, p.device_mesh, p.placements, src_data_rank=None)
+
+
+def _rank() -> int:
+    return tdist.get_rank() if tdist.is_initialized() else 0
+
+
+def _whole(v: Any) -> Any:
+    """A state entry as rank 0 saves it: a sharded tensor gathered (every rank takes part), on
+    the CPU of rank 0 only."""
+    if isinstance(v, DTensor):
+        v = v.full_tensor()
+    if not isinstance(v, torch.Tensor):
+        return v
+    return v.cpu() if _rank() == 0 else None
 
 
 def _comm_device(device: torch.device | None = None) -> torch.device:

@@ -53,7 +53,16 @@ from hiper.train.critic_pretrain import (
     episode_returns,
     pretrain_critic,
 )
-from hiper.train.distributed import SINGLE, Dist
+from hiper.train.distributed import (
+    SINGLE,
+    Dist,
+    full_optimizer_state,
+    full_parameters,
+    full_state_dict,
+    is_sharded,
+    shard_model,
+    shard_optimizer_state,
+)
 from hiper.train.ppo import critic_update, make_optimizer, ppo_update
 from hiper.train.prepare import prepare_batch
 from hiper.train.sft import expert_examples, train_sft
@@ -307,6 +316,8 @@ class Trainer:
         self.tokenizer = self.policy.tokenizer
         self.aligner = TokenAligner(self.tokenizer)
         self.optimizer = make_optimizer(self.policy, cfg.ppo)
+        if ckpt is not None:  # an RL checkpoint: the RL iterations' sharding (model.fsdp)
+            self._shard()
         self.metrics = self.trajlog = None  # rank 0 alone logs
         if self.main:
             self.metrics = MetricsLogger(
@@ -325,7 +336,8 @@ class Trainer:
                 )
             self.pool = [int(x) for x in json.loads(path.read_text())["seeds"]]
         if ckpt is not None:
-            restore_state(ckpt, self.optimizer)
+            restore_state(ckpt, self.optimizer)  # the one-process state, whatever wrote it ...
+            shard_optimizer_state(self.optimizer)  # ... cut as the parameters are (model.fsdp)
             start = ckpt.iteration + 1
             if self.main:
                 self.metrics.truncate_after(ckpt.iteration)
@@ -400,6 +412,18 @@ class Trainer:
             policy.checkpoint_activations()
         return policy
 
+    def _shard(self) -> None:
+        """With ``model.fsdp`` under more than one process: shard the policy with FSDP2 and
+        rebuild the optimizer over the shards, its state carried over. SFT and value
+        pre-training keep whole replicas; the RL iterations run sharded."""
+        if not self.cfg.model.fsdp or self.dist.world_size == 1 or is_sharded(self.policy):
+            return
+        state = self.optimizer.state_dict()
+        shard_model(self.policy, self.dist)
+        self.optimizer = make_optimizer(self.policy, self.cfg.ppo)
+        self.optimizer.load_state_dict(state)
+        shard_optimizer_state(self.optimizer)
+
     def _load_fresh(self, path: Path):
         m = self.cfg.model
         return self._ready(
@@ -458,9 +482,10 @@ class Trainer:
         depend on how many processes there are (one shard is the plain rollout)."""
         n, shards = len(tasks), self.cfg.rollout.shards
         mine: list[Trajectory] = []
-        for k in self.dist.my_share(range(shards)):
-            part = tasks[k * n // shards : (k + 1) * n // shards]
-            mine += self._play(self.train_pool, part, seed=seeds.shard_seed(seed, k), **kwargs)
+        with full_parameters(self.policy):  # a sharded model: whole on every rank meanwhile
+            for k in self.dist.my_share(range(shards)):
+                part = tasks[k * n // shards : (k + 1) * n // shards]
+                mine += self._play(self.train_pool, part, seed=seeds.shard_seed(seed, k), **kwargs)
         return [t for part in self.dist.gather(mine) for t in part]
 
     def _play_for_critic(self, episodes: int) -> list[Trajectory]:
@@ -725,15 +750,17 @@ class Trainer:
             self.trajlog.append(iteration, "eval", runs[0])
         return m
 
-    def evaluate_all(self, iteration: int) -> dict[str, float]:
-        """The main evaluation and every ``eval.extra_splits`` one (start and end of a run)."""
-        if not self.main:
-            return {}
-        m = self.evaluate(iteration)
-        for split in self.cfg.eval.extra_splits:
-            if split != self.cfg.env.eval_split:
-                m.update(self.evaluate(iteration, split))
-        return m
+    def evaluate_all(self, iteration: int, *, extra_splits: bool = True) -> dict[str, float]:
+        """Rank 0's main evaluation and, with ``extra_splits``, every ``eval.extra_splits`` one
+        (start and end of a run); every rank calls it, the others get {}."""
+        with full_parameters(self.policy):  # sharded: rank 0 needs the whole model
+            if not self.main:
+                return {}
+            m = self.evaluate(iteration)
+            for split in self.cfg.eval.extra_splits if extra_splits else ():
+                if split != self.cfg.env.eval_split:
+                    m.update(self.evaluate(iteration, split))
+            return m
 
     def train_iteration(self, it: int) -> dict[str, float]:
         cfg = self.cfg
@@ -810,13 +837,14 @@ class Trainer:
                 m.update(self.evaluate_all(0))
                 self._log(0, m, "eval", {"stage": "sft"})
                 start = 1
+                self._shard()  # the RL iterations' sharding (model.fsdp)
             last = {}
             for it in range(start, cfg.iterations + 1):
                 m = self.train_iteration(it)
                 if it == cfg.iterations:
                     m.update(self.evaluate_all(it))
-                elif self.main and cfg.eval.every and it % cfg.eval.every == 0:
-                    m.update(self.evaluate(it))
+                elif cfg.eval.every and it % cfg.eval.every == 0:
+                    m.update(self.evaluate_all(it, extra_splits=False))
                 due = it % cfg.checkpoint_every == 0 or it == cfg.iterations
                 self._log(it, m, "iteration", {} if due else None)
                 last = m
@@ -833,7 +861,14 @@ class Trainer:
 
     def _log(self, it: int, m: dict[str, float], event: str, checkpoint: dict | None) -> None:
         """Rank 0: log iteration ``it``'s metrics and, when ``checkpoint`` (its extra record) is
-        given, write its checkpoint."""
+        given, write its checkpoint (every rank calls it: a sharded model's states are gathered
+        to rank 0 first, and the checkpoint is the one a single process writes)."""
+        states = {}
+        if checkpoint is not None and is_sharded(self.policy):
+            states = {
+                "policy_state": full_state_dict(self.policy),
+                "optimizer_state": full_optimizer_state(self.optimizer),
+            }
         if not self.main:
             return
         self.metrics.log(it, m)
@@ -841,7 +876,12 @@ class Trainer:
         crash_point("iteration_logged")
         if checkpoint is not None:
             save_checkpoint(
-                self.run_dir, it, policy=self.policy, optimizer=self.optimizer, extra=checkpoint
+                self.run_dir,
+                it,
+                policy=self.policy,
+                optimizer=self.optimizer,
+                extra=checkpoint,
+                **states,
             )
 
     def close(self) -> None:
