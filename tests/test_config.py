@@ -138,3 +138,13 @@ def test_smollm2_presets_use_the_named_model_with_full_prompts_and_lora(path):
     gpu = load_train_config(str(path), ["model.device=cuda", "model.dtype=bfloat16"])
     assert (gpu.model.device, gpu.model.dtype) == ("cuda", "bfloat16")
     assert cfg.env.name == path.stem
+
+
+def test_mixed_precision_needs_fsdp_and_float32_weights():
+    from hiper.train.config import ModelConfig
+
+    assert ModelConfig(fsdp=True, mixed_precision=True).mixed_precision
+    with pytest.raises(ConfigError, match=r"it needs model\.fsdp: true"):
+        ModelConfig(mixed_precision=True)
+    with pytest.raises(ConfigError, match=r"model\.dtype is bfloat16: set model\.dtype: float32"):
+        ModelConfig(fsdp=True, mixed_precision=True, dtype="bfloat16")

@@ -80,7 +80,13 @@ def trajectories(tokenizer, episodes: int = 4, turns: int = 3, seed: int = 0):
 
 
 def run_case(
-    model_dir: str, estimator: str, dist=None, *, sft: bool = False, fsdp: bool = False
+    model_dir: str,
+    estimator: str,
+    dist=None,
+    *,
+    sft: bool = False,
+    fsdp: bool = False,
+    bf16: bool = False,
 ) -> dict:
     """Load the policy (sharded with FSDP2 when ``fsdp``), prepare the batch, run one
     ``ppo_update`` (with a critic epoch) or one ``sft_update`` on its turns; returns the metrics
@@ -99,7 +105,7 @@ def run_case(
     torch.manual_seed(0)
     policy = load_policy(model_dir, critic="separate", heads=HEADS, reference=True)
     if fsdp:
-        shard_model(policy, dist)
+        shard_model(policy, dist, mixed_precision=bf16)
         assert is_sharded(policy) and isinstance(next(policy.lm.parameters()), DTensor)
     cfg = PPOConfig(**CFG)
     opt = make_optimizer(policy, cfg)
@@ -192,6 +198,7 @@ def _worker(model_dir: str, out_dir: str) -> None:
     for est in ESTIMATORS:
         results[f"fsdp_{est}"] = run_case(model_dir, est, dist, fsdp=True)
     results["fsdp_sft"] = run_case(model_dir, "", dist, sft=True, fsdp=True)
+    results["bf16_hae"] = run_case(model_dir, "hae", dist, fsdp=True, bf16=True)
     results["collectives"] = collectives(model_dir, dist)
     torch.save(results, Path(out_dir) / f"rank{dist.rank}.pt")
     # no destroy_process_group here: init_from_env's exit handler must do it
@@ -308,6 +315,23 @@ def test_two_ranks_take_the_single_process_steps(tiny_model_dir, tmp_path):
         sorted(moved)[:5]
     )
     assert len(moved) > len(start) // 2
+
+    # bf16 compute (model.mixed_precision): float32 weights, equal on both ranks, moved the way
+    # the float32 step moves them (bf16 rounding flips the sign of Adam's smallest steps), and
+    # visibly not the float32 computation
+    bf16, one = ranks[0]["bf16_hae"], single["hae"]
+    for k, x in bf16["params"].items():
+        assert x.dtype == torch.float32 and torch.equal(x, ranks[1]["bf16_hae"]["params"][k]), k
+    names = sorted(bf16["params"])
+    step16 = torch.cat([(bf16["params"][n] - start[n]).flatten() for n in names])
+    step32 = torch.cat([(one["params"][n] - start[n]).flatten() for n in names])
+    cosine = float(torch.nn.functional.cosine_similarity(step16, step32, dim=0))
+    assert cosine > 0.9, cosine
+    lp, lp32 = bf16["prepared"]["old_logprobs"], one["prepared"]["old_logprobs"]
+    assert not torch.equal(lp, lp32) and torch.allclose(lp, lp32, atol=0.1)
+    print(
+        f"bf16 vs float32 step: cosine {cosine:.3f}, max |d logprob| {float((lp - lp32).abs().max()):.3f}"
+    )
     assert single["hae"]["metrics"]["steps"] == 3 and single["hae"]["metrics"]["critic_steps"] == 3
     print(f"2 ranks: {t_dist:.1f} s (with start-up); 1 process: {t_single:.1f} s")
 

@@ -58,9 +58,21 @@ class ModelConfig:
     # under torchrun: shard the policy (and a separate critic) between the processes with FSDP2
     # for the RL iterations (hiper.train.distributed.shard_model); one process: no effect
     fsdp: bool = False
+    # with fsdp: compute in bfloat16, keep float32 weights, optimizer states and gradient sums
+    # (FSDP2's MixedPrecisionPolicy); the value heads stay float32
+    mixed_precision: bool = False
 
     def __post_init__(self) -> None:
         check_device_name(self.device)  # its spelling; whether it exists is checked at training
+        if self.mixed_precision and not self.fsdp:
+            raise ConfigError(
+                "model.mixed_precision is FSDP2's bfloat16 compute: it needs model.fsdp: true"
+            )
+        if self.mixed_precision and self.dtype != "float32":
+            raise ConfigError(
+                f"model.mixed_precision keeps float32 weights and computes in bfloat16, but "
+                f"model.dtype is {self.dtype}: set model.dtype: float32"
+            )
 
 
 @dataclass(frozen=True)

@@ -230,23 +230,30 @@ def is_sharded(model: torch.nn.Module) -> bool:
     return any(isinstance(m, FSDPModule) for m in model.modules())
 
 
-def shard_model(policy, dist: Dist):
+def shard_model(policy, dist: Dist, *, mixed_precision: bool = False):
     """Opt-in FSDP2: shard the policy's LM (each decoder layer, then the LM), a separate critic
     backbone (the same) and the value head across the ranks; returns ``policy``. Gradients are
     *summed* across ranks (the divide factor is 1, a plain SUM reduce-scatter), as
     :meth:`Dist.all_reduce_grads` does, so the updates stay the single-process ones. Build the
-    optimiser after sharding. The frozen reference model is not sharded. One process: a no-op."""
+    optimiser after sharding. The frozen reference model is not sharded. One process: a no-op.
+
+    ``mixed_precision``: the LM and critic compute in bfloat16 (forward, backward, generation)
+    while their weights, optimizer states and gradient sums stay float32 (FSDP2's
+    ``MixedPrecisionPolicy``); the value head stays float32 throughout."""
     if dist.world_size == 1:
         return policy
-    from torch.distributed.fsdp import FSDPModule, fully_shard
+    from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 
+    mp = MixedPrecisionPolicy()  # the weights' own dtype
+    if mixed_precision:
+        mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
     for module in (policy.lm, getattr(policy, "critic_backbone", None)):
         if module is None:
             continue
         for layer in module.modules():
             if type(layer).__name__.endswith("DecoderLayer"):
-                fully_shard(layer)
-        fully_shard(module)
+                fully_shard(layer, mp_policy=mp)
+        fully_shard(module, mp_policy=mp)
     if getattr(policy, "value_head", None) is not None:
         fully_shard(policy.value_head)
         # FSDP2 warns that the head's output is a view, unsafe for in-place ops; the policy only

@@ -419,7 +419,7 @@ class Trainer:
         if not self.cfg.model.fsdp or self.dist.world_size == 1 or is_sharded(self.policy):
             return
         state = self.optimizer.state_dict()
-        shard_model(self.policy, self.dist)
+        shard_model(self.policy, self.dist, mixed_precision=self.cfg.model.mixed_precision)
         self.optimizer = make_optimizer(self.policy, self.cfg.ppo)
         self.optimizer.load_state_dict(state)
         shard_optimizer_state(self.optimizer)
