@@ -8,7 +8,8 @@ and the whole iteration; the checkpoint (rank 0 alone writes it) is timed by sav
 last one again. Medians over the iterations after the first.
 
 CPU (the default; the tiny model, built in a temporary folder; processes x threads each: 1x1,
-then 1x2 and 2x1, the two ways to use 2 cores; run one after the other):
+then 1x2 and 2x1, the two ways to use 2 cores, and 2x1-fsdp, the RL iterations sharded with
+FSDP2 (``model.fsdp``); run one after the other):
 
     python benchmarks/bench_distributed.py
     python benchmarks/bench_distributed.py --json
@@ -121,8 +122,10 @@ def main() -> None:
     ap.add_argument(
         "--configs",
         nargs="+",
-        default=["1x1", "1x2", "2x1"],
-        help="PROCESSESxTHREADS each (on a GPU: one GPU per process, the threads ignored)",
+        default=["1x1", "1x2", "2x1", "2x1-fsdp"],
+        help="PROCESSESxTHREADS each, -fsdp to shard the model (model.fsdp), -bf16 for FSDP2's "
+        "bfloat16 compute as well (model.mixed_precision); on a GPU one GPU per process, the "
+        "threads ignored",
     )
     ap.add_argument("--iterations", type=int, default=4)
     ap.add_argument("--device", default="cpu", help="cpu, or cuda (one GPU per process)")
@@ -144,14 +147,23 @@ def main() -> None:
     results: dict[str, dict] = {}
     try:
         for name in args.configs:
+            shape, *options = name.split("-")
             try:
-                n, threads = (int(x) for x in name.split("x"))
+                n, threads = (int(x) for x in shape.split("x"))
             except ValueError:
-                sys.exit(f"error: --configs {name!r}: expected PROCESSESxTHREADS, e.g. 2x1")
+                n = 0
+            if n < 1 or threads < 1 or not set(options) <= {"fsdp", "bf16"}:
+                sys.exit(
+                    f"error: --configs {name!r}: expected PROCESSESxTHREADS[-fsdp[-bf16]], "
+                    "e.g. 2x1 or 2x1-fsdp"
+                )
+            sharding = ["model.fsdp=true"] * ("fsdp" in options or "bf16" in options)
+            sharding += ["model.mixed_precision=true"] * ("bf16" in options)
             run_dir = root / name
             shutil.rmtree(run_dir, ignore_errors=True)
-            wall = train(run_dir, n, threads, extra)
+            wall = train(run_dir, n, threads, [*extra, *sharding])
             r = {"processes": n, "threads_per_process": threads, "wall_s": wall}
+            r["fsdp"], r["mixed_precision"] = bool(sharding), "bf16" in options
             r.update(stage_times(run_dir))
             r["checkpoint_s"] = checkpoint_seconds(run_dir)
             if args.peak_tflops:
@@ -167,17 +179,19 @@ def main() -> None:
 
     base = results[args.configs[0]]
     print(f"device {args.device}, {args.iterations} iterations, medians of iterations 2+")
-    head = f"{'procxthr':>8} {'rollout':>8} {'estim.':>8} {'update':>8} {'iter.':>8} {'ckpt':>7}"
+    head = f"{'config':>13} {'rollout':>8} {'estim.':>8} {'update':>8} {'iter.':>8} {'ckpt':>7}"
     print(head + f" {'gen tok/s':>10} {'upd tok/s':>10} {'peak GB':>8} {'x iter.':>8}")
     for name, r in results.items():
         speedup = base["iteration_s"] / r["iteration_s"]
         print(
-            f"{name:>8} {r['rollout_s']:8.2f} {r['estimation_s']:8.2f} {r['update_s']:8.2f} "
+            f"{name:>13} {r['rollout_s']:8.2f} {r['estimation_s']:8.2f} {r['update_s']:8.2f} "
             f"{r['iteration_s']:8.2f} {r['checkpoint_s']:7.2f} {r['gen_tokens_per_s']:10.0f} "
             f"{r['update_tokens_per_s']:10.0f} {r['peak_gb']:8.2f} {speedup:8.2f}"
         )
         if "mfu_update" in r:
-            print(f"{'':>8} MFU generation {r['mfu_generation']:.2%}, update {r['mfu_update']:.2%}")
+            print(
+                f"{'':>13} MFU generation {r['mfu_generation']:.2%}, update {r['mfu_update']:.2%}"
+            )
     if args.json:
         print(json.dumps({"device": args.device, "iterations": args.iterations, **results}))
 
