@@ -102,6 +102,27 @@ def test_two_processes_train_as_one_and_resume_in_one(tmp_path):
     print(f"FSDP2 vs 1 process: {differ} values differ, all within float tolerance")
 
 
+def test_lora_model_shards_as_one_process(tmp_path):
+    """model.fsdp with a LoRA policy: peft's wrappers call the sharded transformers model, so
+    generation and the update run sharded, and the checkpoint's adapter is one process's."""
+    import torch
+    from safetensors.torch import load_file
+
+    lora = ["model.lora={r: 4, alpha: 8.0, dropout: 0.0, target_modules: all-linear}"]
+    runs = {"fsdp": ["--nproc", "2", "model.fsdp=true"], "one": []}
+    for name, extra in runs.items():
+        done = train(tmp_path / name, *lora, "iterations=1", *extra)
+        assert done.returncode == 0, done.stderr[-3000:]
+    assert_same_run(rows(tmp_path / "fsdp"), rows(tmp_path / "one"))
+    adapters = [
+        load_file(list_checkpoints(tmp_path / name)[-1] / "policy" / "adapter_model.safetensors")
+        for name in runs
+    ]
+    assert adapters[0].keys() == adapters[1].keys() and len(adapters[0]) > 0
+    for k, x in adapters[0].items():
+        assert torch.allclose(x, adapters[1][k], atol=1e-6), k
+
+
 def safetensor_keys(path: Path) -> list[str]:
     from safetensors import safe_open
 

@@ -250,6 +250,9 @@ def shard_model(policy, dist: Dist, *, mixed_precision: bool = False):
     for module in (policy.lm, getattr(policy, "critic_backbone", None)):
         if module is None:
             continue
+        # a LoRA model's transformers model (peft's wrappers call it: generation would
+        # otherwise bypass the sharded root)
+        module = module.get_base_model() if hasattr(module, "get_base_model") else module
         for layer in module.modules():
             if type(layer).__name__.endswith("DecoderLayer"):
                 fully_shard(layer, mp_policy=mp)
