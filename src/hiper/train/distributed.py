@@ -301,7 +301,8 @@ def full_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor] | None:
     }
     state: dict[str, Any] = {}
     for k, v in module.state_dict().items():
-        state[k] = state[alias[k]] if alias.get(k, k) in state else _whole(v)
+        source = alias.get(k, k)  # a tied weight's first name (buffers: their own)
+        state[k] = state[source] if source in state else _whole(v)
     return state if _rank() == 0 else None
 
 
